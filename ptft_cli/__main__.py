@@ -1,0 +1,3 @@
+from ptft_cli.cli import main
+
+main()

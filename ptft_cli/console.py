@@ -1,0 +1,126 @@
+"""What the user sees: run header, progress, metric tables. Everything goes to stderr; data goes to files.
+
+Rich honours NO_COLOR and drops live bars when stderr is not a terminal; there the progress
+falls back to one plain line per logged step so CI logs stay readable.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
+
+console = Console(stderr=True, highlight=False)
+
+
+def info(message: str) -> None:
+    console.print(Text(message), soft_wrap=True)
+
+
+def _prefixed(prefix: str, style: str, message: str) -> Text:
+    # User text (paths, values like [0.9, 0.999]) must not be read as Rich markup.
+    return Text.assemble((prefix, style), " ", message)
+
+
+def warn(message: str) -> None:
+    console.print(_prefixed("warning:", "yellow", message), soft_wrap=True)
+
+
+def error(message: str, hint: str | None = None) -> None:
+    """One line: where, what is wrong, and what is allowed or would fix it; never wrapped."""
+    line = _prefixed("error:", "bold red", message)
+    if hint:
+        line.append("; ")
+        line.append(hint, style="cyan")
+    console.print(line, soft_wrap=True)
+
+
+def key_values(title: str, rows: Iterable[tuple[str, Any]]) -> None:
+    table = Table(title=title, show_header=False, title_justify="left", box=None, padding=(0, 2, 0, 0))
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in rows:
+        table.add_row(key, Text(str(value)))
+    console.print(table)
+
+
+def metrics_table(title: str, metrics: dict[str, Any]) -> None:
+    key_values(title, ((k, fmt(v)) for k, v in metrics.items() if not isinstance(v, (list, dict))))
+
+
+def fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4f}" if abs(v) < 1e4 else f"{v:.4g}"
+    return str(v)
+
+
+def per_class_table(report: dict[str, dict[str, float]]) -> None:
+    table = Table(title="per class", title_justify="left")
+    for col in ("label", "precision", "recall", "f1", "support"):
+        table.add_column(col, justify="left" if col == "label" else "right")
+    for label, row in report.items():
+        table.add_row(Text(label), f"{row['precision']:.4f}", f"{row['recall']:.4f}", f"{row['f1']:.4f}", str(row["support"]))
+    console.print(table)
+
+
+def count(n: int) -> str:
+    """Human-readable count: 22.7M, 4,000."""
+    if n >= 1_000_000:
+        return f"{n / 1e6:.1f}M"
+    return f"{n:,}"
+
+
+class TrainProgress:
+    """A progress bar over optimizer steps showing loss, samples/s and ETA."""
+
+    def __init__(self, total: int, start: int = 0, description: str = "train"):
+        self.live = console.is_terminal
+        self.start_time = time.perf_counter()
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+            disable=not self.live,
+        )
+        self.task = self.progress.add_task(description, total=total, completed=start, loss="-", rate="")
+
+    def __enter__(self) -> TrainProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.stop()
+
+    def advance(self, step: int, loss: float | None, rate: str) -> None:
+        self.progress.update(self.task, completed=step, loss="-" if loss is None else f"{loss:.4f}", rate=rate)
+
+    def note(self, message: str) -> None:
+        """A line above the bar (or a plain log line when there is no live bar)."""
+        self.progress.console.print(message)
+
+
+def simple_progress(total: int, description: str) -> Progress:
+    """A bar for inference loops (evaluate, predict)."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    )

@@ -1,0 +1,45 @@
+"""User errors: typed, carrying where the problem is and a hint. The CLI turns them into exit code 2."""
+
+from __future__ import annotations
+
+
+class PtftError(Exception):
+    """A problem with the user's input (config, data, paths), never a bug.
+
+    `where` names the place (``file:line``, ``file row 12``, ``--set``), `key` the config key or
+    column, and `hint` what would fix it. Several problems can be carried at once (`problems`)
+    so a config with three typos is reported in one go.
+    """
+
+    def __init__(self, message: str, *, where: str | None = None, key: str | None = None, hint: str | None = None):
+        self.message = message
+        self.where = where
+        self.key = key
+        self.hint = hint
+        self.problems: list[PtftError] = [self]
+        super().__init__(self.line())
+
+    def line(self) -> str:
+        parts = [p for p in (self.where, self.key) if p]
+        prefix = ": ".join(parts)
+        return f"{prefix}: {self.message}" if prefix else self.message
+
+    @classmethod
+    def many(cls, problems: list[PtftError]) -> PtftError:
+        """One error that reports every problem (the first one's text is the headline)."""
+        first = problems[0]
+        err = cls(first.message, where=first.where, key=first.key, hint=first.hint)
+        err.problems = list(problems)
+        return err
+
+
+class ConfigError(PtftError):
+    """The YAML config or a --set override is wrong."""
+
+
+class DataError(PtftError):
+    """A data file is missing, empty, malformed, or disagrees with the config."""
+
+
+class RunDirError(PtftError):
+    """The output directory would clobber another run, or a trained run is missing."""
