@@ -7,6 +7,7 @@ Exit codes: 0 success, 2 user error (config, data, paths: one line naming the pl
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -77,7 +78,7 @@ def pretrain(config: ConfigOpt, set_: SetOpt = None, overwrite: OverwriteOpt = F
 
 @app.command()
 def finetune(config: ConfigOpt, set_: SetOpt = None, overwrite: OverwriteOpt = False) -> None:
-    """Fine-tune a pretrained model (sequence classification)."""
+    """Fine-tune a pretrained model: sequence classification, or continued causal-LM training."""
     from ptft_cli import runner
 
     _run(config, set_, lambda cfg: runner.finetune(cfg, overwrite=overwrite))
@@ -85,7 +86,7 @@ def finetune(config: ConfigOpt, set_: SetOpt = None, overwrite: OverwriteOpt = F
 
 @app.command()
 def evaluate(config: ConfigOpt, set_: SetOpt = None) -> None:
-    """Metrics of a trained model on a labelled file: loss, accuracy, F1, confusion matrix."""
+    """Metrics of a trained model: accuracy, F1, confusion matrix; loss, perplexity, bits per character."""
     from ptft_cli import runner
 
     _run(config, set_, runner.evaluate)
@@ -97,11 +98,14 @@ def predict(
     set_: SetOpt = None,
     input: Annotated[Path | None, typer.Option("--input", "-i", help="Texts to label (sets predict.input).")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Where to write predictions (sets predict.output).")] = None,
+    prompt: Annotated[str | None, typer.Option("--prompt", "-p", help="Language models: one prompt or masked text (sets predict.prompt).")] = None,
 ) -> None:
-    """Labels and probabilities for a file of texts."""
+    """Labels and probabilities for a file of texts; text generation or fill-mask for language models."""
     from ptft_cli import runner
 
     extra = list(set_ or [])
+    if prompt is not None:
+        extra.append("predict.prompt=" + json.dumps(prompt))  # JSON is YAML: the text stays a string
     if input is not None:
         extra.append(f"predict.input={Path(input).expanduser().resolve()}")
     if output is not None:

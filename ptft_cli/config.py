@@ -23,6 +23,9 @@ import yaml
 from ptft_cli.errors import ConfigError
 
 TASKS = ("classification", "mlm", "mlm+nsp", "clm")
+# Architectures ptft builds from scratch (tested); any transformers model loads by name_or_path.
+ENCODERS = ("bert", "roberta", "distilbert", "electra")
+DECODERS = ("gpt2", "llama", "mistral")
 PRETRAIN_TASKS = ("mlm", "mlm+nsp", "clm")
 FINETUNE_TASKS = ("classification", "clm")
 # A Hugging Face Hub id: `name` or `org/name`, letters, digits, `-`, `_`, `.`.
@@ -47,6 +50,17 @@ class ModelConfig:
     name_or_path: str | None = opt(
         None, "Pretrained model: a local directory (e.g. a ptft run's `model/`) or a Hugging Face Hub id.", model_ref=True
     )
+    architecture: Literal["bert", "roberta", "distilbert", "electra", "gpt2", "llama", "mistral"] | None = opt(
+        None,
+        "Build a new, randomly initialised model of this family (pretrain only; sized by the keys below). "
+        "Null loads `name_or_path`.",
+    )
+    hidden_size: int = opt(256, "Width of a new model.", ge=8)
+    num_layers: int = opt(4, "Transformer blocks of a new model.", ge=1)
+    num_heads: int = opt(4, "Attention heads of a new model (must divide hidden_size).", ge=1)
+    num_kv_heads: int | None = opt(None, "Key/value heads of a new llama/mistral (grouped-query attention); null: num_heads.", ge=1)
+    intermediate_size: int | None = opt(None, "Feed-forward width of a new model; null: 4 x hidden_size.", ge=1)
+    max_position_embeddings: int | None = opt(None, "Positions of a new model; null: tokenizer.max_length.", ge=2)
     revision: str | None = opt(None, "Hub branch, tag or commit to load (ignored for local directories).")
     trust_remote_code: bool = opt(False, "Allow model code shipped with a Hub repo to run. Off unless you trust the repo.")
     attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2"] = opt(
@@ -64,15 +78,39 @@ class ModelConfig:
 @dataclass
 class TokenizerConfig:
     name_or_path: str | None = opt(None, "Tokenizer directory or Hub id; null uses the model's.", model_ref=True)
-    max_length: int = opt(128, "Longest input in tokens; longer texts are truncated.", ge=2)
+    max_length: int = opt(
+        128, "Longest input in tokens (longer texts are truncated); in pretraining, the length of each packed block.", ge=2
+    )
+    type: Literal["bpe", "wordpiece", "char"] | None = opt(
+        None,
+        "Train a new tokenizer on the training corpus (pretrain): byte-level BPE (GPT-2 style), WordPiece "
+        "(BERT style) or one token per character. Null uses `name_or_path` or the model's.",
+    )
+    vocab_size: int = opt(8000, "Vocabulary size of a trained tokenizer, special tokens included (a cap for `char`).", ge=2)
+    min_frequency: int = opt(2, "Least count for a merge or word piece to enter a trained vocabulary.", ge=1)
+    lowercase: bool = opt(False, "Lowercase text before a trained tokenizer sees it (WordPiece, like bert-base-uncased).")
+    special_tokens: dict[str, str] | None = opt(
+        None,
+        "Special tokens of a trained tokenizer by role (pad, unk, bos, eos, cls, sep, mask); null: the "
+        "architecture's usual ones ([CLS]/[SEP]/[MASK]... for BERT, <|endoftext|> for GPT-2).",
+    )
 
 
 @dataclass
 class DataConfig:
-    train: str | None = opt(None, "Training file: .csv, .tsv, .jsonl, .json, .parquet (or .txt for language modelling).", path=True)
-    validation: str | None = opt(None, "Validation file; null holds out `validation_fraction` of `train`.", path=True)
+    train: str | list[str] | None = opt(
+        None,
+        "Training file(s): .csv, .tsv, .jsonl, .json, .parquet, or (language modelling) .txt; pretraining "
+        "takes a list and globs (`corpus/*.txt`).",
+        path=True,
+    )
+    validation: str | list[str] | None = opt(None, "Validation file(s); null holds out `validation_fraction` of `train`.", path=True)
     validation_fraction: float = opt(
-        0.1, "Share of `train` held out for validation when `validation` is null (0 disables validation).", ge=0.0, lt=1.0
+        0.1,
+        "Share held out for validation when `validation` is null (0: none): random rows for classification, the "
+        "last characters of the corpus for language modelling (as nanoGPT).",
+        ge=0.0,
+        lt=1.0,
     )
     dataset: str | None = opt(None, "Hugging Face Hub dataset id, instead of local files.")
     dataset_config: str | None = opt(None, "Hub dataset configuration name (e.g. `sst2` of `glue`).")
@@ -89,7 +127,41 @@ class DataConfig:
         "Label names in id order. Null: the sorted distinct labels of `train`. Integer labels index this list.",
     )
     max_train_samples: int | None = opt(None, "Keep this many training rows after a seeded shuffle (null keeps all).", ge=1)
-    max_eval_samples: int | None = opt(None, "Keep this many validation rows (the first ones; null keeps all).", ge=1)
+    max_eval_samples: int | None = opt(None, "Keep this many validation rows or blocks (the first ones; null keeps all).", ge=1)
+    document_boundary: Literal["file", "paragraph", "line"] = opt(
+        "file",
+        "Language modelling on .txt: what one document is (EOS/SEP goes between documents): the whole file "
+        "(newlines kept), blank-line-separated paragraphs, or single lines.",
+    )
+    packing: bool = opt(
+        True,
+        "Language modelling: concatenate documents into full blocks of `tokenizer.max_length` tokens. False "
+        "(masked LM only): one document (e.g. line) per example, padded.",
+    )
+    streaming: bool = opt(
+        False,
+        "Tokenize the corpus on the fly with bounded memory (corpora larger than RAM); needs training.max_steps "
+        "and a `validation` file (or validation_fraction 0).",
+    )
+    shuffle_buffer: int = opt(10000, "Streaming: blocks held in memory and shuffled before they are batched.", ge=1)
+    cache_dir: str | None = opt(
+        "~/.cache/ptft",
+        "Where tokenized corpora are cached, keyed on the files, the tokenizer and the options (null: no cache).",
+        path=True,
+    )
+
+
+@dataclass
+class ObjectiveConfig:
+    mlm_probability: float = opt(0.15, "Masked LM: share of tokens chosen for prediction.", gt=0.0, lt=1.0)
+    mask_replace_ratio: float = opt(0.8, "Masked LM: of the chosen tokens, the share replaced by the mask token.", ge=0.0, le=1.0)
+    random_replace_ratio: float = opt(
+        0.1, "Masked LM: of the chosen tokens, the share replaced by a random token (the rest stay as they are).", ge=0.0, le=1.0
+    )
+    whole_word_masking: bool = opt(False, "Masked LM: choose whole words, masking all their sub-word tokens together.")
+    nsp_random_ratio: float = opt(
+        0.5, "mlm+nsp: share of sentence pairs whose second segment comes from a random other document.", ge=0.0, le=1.0
+    )
 
 
 @dataclass
@@ -139,6 +211,12 @@ class PredictConfig:
     output: str | None = opt(
         None, "Predictions file, .jsonl or .csv; null writes `<output_dir>/predictions.jsonl`.", path=True
     )
+    prompt: str | None = opt(None, "Language models: one prompt (or masked text) instead of an input file (also `--prompt`).")
+    max_new_tokens: int = opt(64, "Generation: tokens to add to each prompt.", ge=1)
+    do_sample: bool = opt(False, "Generation: sample (with temperature, top_k, top_p) instead of greedy decoding.")
+    temperature: float = opt(1.0, "Generation: softmax temperature when sampling.", gt=0)
+    top_k: int | None = opt(50, "Generation: sample from the k most likely tokens (null: all). Fill-mask: predictions per mask.", ge=1)
+    top_p: float | None = opt(None, "Generation: nucleus sampling, the smallest set of tokens with this much probability.", gt=0, le=1)
 
 
 @dataclass
@@ -157,6 +235,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig, metadata={"doc": "The network."})
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig, metadata={"doc": "Tokenization."})
     data: DataConfig = field(default_factory=DataConfig, metadata={"doc": "Where the examples come from."})
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig, metadata={"doc": "Pretraining objectives."})
     training: TrainingConfig = field(default_factory=TrainingConfig, metadata={"doc": "Optimisation."})
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig, metadata={"doc": "`ptft evaluate`."})
     predict: PredictConfig = field(default_factory=PredictConfig, metadata={"doc": "`ptft predict`."})
@@ -206,6 +285,7 @@ def load(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -
         _apply_override(raw, item, problems)
     cfg = Config(source=path.resolve(), lines=lines, overridden=raw.pop("__overridden__", set()))
     _fill(cfg, raw, "", path.resolve().parent, cfg, problems)
+    _resolve_default_paths(cfg, path.resolve().parent)
     if not problems:
         _check_semantics(cfg, problems)
     if problems:
@@ -308,6 +388,18 @@ def _fill(target: Any, raw: dict, prefix: str, base: Path, cfg: Config, problems
         setattr(target, name, converted)
 
 
+def _resolve_default_paths(section: Any, base: Path) -> None:
+    """Schema defaults that are paths (e.g. `~/.cache/ptft`) get the same treatment as written ones."""
+    for f in dataclasses.fields(section):
+        if f.metadata.get("internal"):
+            continue
+        value = getattr(section, f.name)
+        if dataclasses.is_dataclass(value):
+            _resolve_default_paths(value, base)
+        elif f.metadata.get("path") and isinstance(value, str) and value == f.default:
+            setattr(section, f.name, _resolve_paths(value, f.metadata, base))
+
+
 def _suggest(name: str, valid: list[str], prefix: str) -> str:
     close = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
     if close:
@@ -328,6 +420,8 @@ def _type_name(tp: Any) -> str:
         return " or ".join(_type_name(a) for a in typing.get_args(tp))
     if origin is list:
         return f"list of {_type_name(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return f"mapping of {_type_name(typing.get_args(tp)[0])} to {_type_name(typing.get_args(tp)[1])}"
     if tp is type(None):
         return "null"
     return {int: "integer", float: "number", str: "string", bool: "true/false"}.get(tp, str(tp))
@@ -367,6 +461,11 @@ def _convert(value: Any, tp: Any) -> Any:
         close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
         extra = f" (did you mean {close[0]!r}?)" if close else ""
         raise ValueError(f"{_show(value)} is not one of {', '.join(map(str, choices))}{extra}")
+    if origin is dict:
+        key_type, value_type = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ValueError(f"expected a mapping, got {_show(value)}")
+        return {_convert(k, key_type): _convert(v, value_type) for k, v in value.items()}
     if origin is list:
         (item_type,) = typing.get_args(tp)
         if not isinstance(value, list):
@@ -420,6 +519,8 @@ def _resolve_paths(value: Any, meta: dict, base: Path) -> Any:
     if value is None:
         return None
     if meta.get("path"):
+        if isinstance(value, list):
+            return [_resolve_paths(v, meta, base) for v in value]
         return str((base / Path(value).expanduser()).resolve()) if "://" not in value else value
     if meta.get("model_ref"):
         local = (base / Path(value).expanduser()).resolve()
@@ -453,11 +554,42 @@ def _check_semantics(cfg: Config, problems: list[ConfigError]) -> None:
         bad("training.min_learning_rate", f"{t.min_learning_rate} is above learning_rate {t.learning_rate}")
     if t.early_stopping_patience is not None and t.best_metric is None:
         bad("training.early_stopping_patience", "needs training.best_metric to know what 'better' means")
-    if cfg.task == "classification":
-        allowed = ("accuracy", "macro_f1", "loss")
-        if t.best_metric is not None and t.best_metric not in allowed:
-            bad("training.best_metric", f"{t.best_metric!r} is not a classification metric", f"allowed: {', '.join(allowed)}")
     d = cfg.data
+    allowed = ("accuracy", "macro_f1", "loss") if cfg.task == "classification" else ("loss", "perplexity")
+    kind = "classification" if cfg.task == "classification" else "language-model"
+    if t.best_metric is not None and t.best_metric not in allowed:
+        bad("training.best_metric", f"{t.best_metric!r} is not a {kind} metric", f"allowed: {', '.join(allowed)}")
+    m, tok, o = cfg.model, cfg.tokenizer, cfg.objective
+    if m.architecture and m.name_or_path:
+        bad("model.architecture", "set either model.architecture (a new model) or model.name_or_path (a pretrained one), not both")
+    if m.architecture and cfg.task in ("mlm", "mlm+nsp") and m.architecture not in ENCODERS:
+        bad("model.architecture", f"{m.architecture} is a decoder; masked LM needs an encoder", f"allowed: {', '.join(ENCODERS)}")
+    if m.architecture and cfg.task == "clm" and m.architecture not in DECODERS:
+        bad("model.architecture", f"{m.architecture} is an encoder; causal LM needs a decoder", f"allowed: {', '.join(DECODERS)}")
+    if m.architecture and cfg.task == "mlm+nsp" and m.architecture != "bert":
+        bad("model.architecture", f"next-sentence prediction is BERT's objective, not {m.architecture}'s", "use architecture: bert, or task: mlm")
+    if m.architecture and cfg.task == "classification":
+        bad("model.architecture", "classification fine-tunes a pretrained model", "pretrain one first (ptft pretrain), then set model.name_or_path")
+    if m.hidden_size % m.num_heads:
+        bad("model.num_heads", f"{m.num_heads} does not divide hidden_size {m.hidden_size}")
+    if m.num_kv_heads is not None and m.num_heads % m.num_kv_heads:
+        bad("model.num_kv_heads", f"{m.num_kv_heads} does not divide num_heads {m.num_heads}")
+    if m.max_position_embeddings is not None and m.max_position_embeddings < tok.max_length:
+        bad("model.max_position_embeddings", f"{m.max_position_embeddings} is shorter than tokenizer.max_length {tok.max_length}")
+    if tok.type and tok.name_or_path:
+        bad("tokenizer.type", "set either tokenizer.type (train a new one) or tokenizer.name_or_path, not both")
+    roles = ("pad", "unk", "bos", "eos", "cls", "sep", "mask")
+    for role in tok.special_tokens or {}:
+        if role not in roles:
+            bad("tokenizer.special_tokens", f"unknown role {role!r}", f"allowed roles: {', '.join(roles)}")
+    if o.mask_replace_ratio + o.random_replace_ratio > 1:
+        bad("objective.random_replace_ratio", f"mask_replace_ratio + random_replace_ratio = {o.mask_replace_ratio + o.random_replace_ratio:g} exceeds 1")
+    if d.streaming and t.max_steps is None:
+        bad("data.streaming", "a stream has no known length, so training needs training.max_steps")
+    if d.streaming and not d.validation and d.validation_fraction > 0:
+        bad("data.streaming", "a stream cannot hold out a fraction", "set data.validation to a file, or data.validation_fraction: 0")
+    if not d.packing and cfg.task != "mlm":
+        bad("data.packing", "packing: false (one document per example) is for task: mlm")
     if d.dataset and d.train:
         bad("data.dataset", "set either data.dataset (Hub) or data.train (local file), not both")
     if cfg.model.freeze_backbone and cfg.model.train_top_k_layers is not None:

@@ -7,9 +7,10 @@ best-model tracking, early stopping and checkpoints. Read `train` top to bottom.
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -26,28 +27,35 @@ from ptft_cli.metrics import MetricsLog
 class TaskHooks:
     """What differs per task: batch order, tensors, loss and evaluation."""
 
-    epoch_batches: Callable[[int], list[list[int]]]  # epoch -> index lists (deterministic)
-    collate: Callable[[list[int]], dict[str, torch.Tensor]]
+    epoch_batches: Callable[[int], Iterable[Any]]  # epoch -> batch specs (deterministic; may be a stream)
+    collate: Callable[[Any], dict[str, torch.Tensor]]  # batch spec -> tensors on the device
     loss_sum: Callable[[Any, dict[str, torch.Tensor]], torch.Tensor]  # summed over scored items
     count: Callable[[dict[str, torch.Tensor]], int]  # scored items (examples or target tokens)
     evaluate: Callable[[Any], dict[str, Any]] | None  # model -> metrics incl. "loss"; None: no validation
     lower_is_better: Callable[[str], bool]
+    # Language models report tokens/s and achieved FLOP/s as well as samples/s.
+    tokens: Callable[[dict[str, torch.Tensor]], int] | None = None
+    flops_per_token: float | None = None
 
 
 @dataclass
 class Plan:
     """Step arithmetic, fixed before step 0."""
 
-    batches_per_epoch: int
-    steps_per_epoch: int
+    batches_per_epoch: int | None  # None: a stream of unknown length
+    steps_per_epoch: int | None
     total_steps: int
     eval_every: int | None  # in steps; None: at each epoch's end
 
     @classmethod
-    def make(cls, n_batches: int, t: TrainingConfig) -> Plan:
+    def make(cls, n_batches: int | None, t: TrainingConfig) -> Plan:
+        eval_every = t.eval_every if isinstance(t.eval_every, int) else None
+        if n_batches is None:  # streaming: the config guarantees max_steps
+            assert t.max_steps is not None
+            return cls(None, None, t.max_steps, eval_every)
         steps_per_epoch = math.ceil(n_batches / t.gradient_accumulation_steps)
         total = t.max_steps if t.max_steps is not None else max(1, math.ceil(t.epochs * steps_per_epoch))
-        return cls(n_batches, steps_per_epoch, total, t.eval_every if isinstance(t.eval_every, int) else None)
+        return cls(n_batches, steps_per_epoch, total, eval_every)
 
 
 @dataclass
@@ -64,6 +72,46 @@ class LoopState:
     evals_without_improvement: int = 0
     stopped_early: bool = False
     last_eval: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Window:
+    """Running sums between two log lines."""
+
+    loss: float = 0.0
+    items: int = 0
+    examples: int = 0
+    tokens: int = 0
+    start: float = field(default_factory=time.perf_counter)
+
+    def add(self, items: int, examples: int, tokens: int) -> None:
+        self.items += items
+        self.examples += examples
+        self.tokens += tokens
+
+    def restart(self) -> None:
+        self.start = time.perf_counter()
+
+    def mean_loss(self) -> float | None:
+        return self.loss / self.items if self.items else None
+
+    def rates(self, flops_per_token: float | None) -> dict[str, float | None]:
+        elapsed = time.perf_counter() - self.start
+        out: dict[str, float | None] = {"loss": self.mean_loss(), "samples_per_s": self.examples / elapsed if elapsed > 0 else None}
+        if self.tokens:
+            out["tokens_per_s"] = self.tokens / elapsed if elapsed > 0 else None
+            if flops_per_token and out["tokens_per_s"]:
+                out["flops_per_s"] = out["tokens_per_s"] * flops_per_token
+        return out
+
+    @staticmethod
+    def shown(record: dict[str, Any]) -> str:
+        if record.get("tokens_per_s"):
+            text = f"{record['tokens_per_s']:,.0f} tok/s"
+            if record.get("flops_per_s"):
+                text += f" {record['flops_per_s'] / 1e9:,.1f} GFLOP/s"
+            return text
+        return f"{record.get('samples_per_s') or 0:.1f} samples/s"
 
 
 class Diverged(PtftError):
@@ -89,14 +137,20 @@ class Trainer:
     def train(self, state: LoopState) -> LoopState:
         model, t, plan, hooks = self.model, self.t, self.plan, self.hooks
         model.train()
-        window_loss, window_items, window_examples, window_start = 0.0, 0, 0, time.perf_counter()
+        window = _Window()
         with console.TrainProgress(plan.total_steps, start=state.step) as bar:
             while state.step < plan.total_steps and not state.stopped_early:
-                batches = hooks.epoch_batches(state.epoch)
-                while state.batch_in_epoch < len(batches) and state.step < plan.total_steps:
+                batches = iter(hooks.epoch_batches(state.epoch))
+                for _ in itertools.islice(batches, state.batch_in_epoch):  # resuming mid-epoch
+                    pass
+                epoch_done = False
+                while not epoch_done and state.step < plan.total_steps:
                     # one optimizer step = `gradient_accumulation_steps` micro-batches; the loss is
                     # normalised by the items in the whole step, so accumulation equals one big batch
-                    micro = [hooks.collate(b) for b in batches[state.batch_in_epoch : state.batch_in_epoch + t.gradient_accumulation_steps]]
+                    micro = [hooks.collate(b) for b in itertools.islice(batches, t.gradient_accumulation_steps)]
+                    epoch_done = len(micro) < t.gradient_accumulation_steps
+                    if not micro:
+                        break
                     items = sum(hooks.count(b) for b in micro)
                     for batch in micro:
                         loss = hooks.loss_sum(model, batch) / items
@@ -107,45 +161,46 @@ class Trainer:
                                 hint="lower the learning rate, add warmup, or use precision: fp32",
                             )
                         (self.scaler.scale(loss) if self.scaler else loss).backward()
-                        window_loss += loss.item() * items
+                        window.loss += loss.item() * items
                     grad_norm = self._clip_and_step()
                     state.step += 1
                     state.batch_in_epoch += len(micro)
+                    if plan.batches_per_epoch is not None and state.batch_in_epoch >= plan.batches_per_epoch:
+                        epoch_done = True
                     n_examples = sum(b["input_ids"].shape[0] for b in micro)
                     state.examples += n_examples
-                    window_items += items
-                    window_examples += n_examples
+                    window.add(items, n_examples, sum(hooks.tokens(b) for b in micro) if hooks.tokens else 0)
 
                     # every log_every steps: training loss, learning rate, throughput
                     if state.step % t.log_every == 0 or state.step == plan.total_steps:
-                        elapsed = time.perf_counter() - window_start
                         record = {
                             "step": state.step,
-                            "epoch": round(state.epoch + state.batch_in_epoch / len(batches), 4),
-                            "loss": window_loss / max(1, window_items),
+                            "epoch": round(state.epoch + state.batch_in_epoch / plan.batches_per_epoch, 4)
+                            if plan.batches_per_epoch
+                            else state.epoch,
                             "lr": self.scheduler.get_last_lr()[0],
                             "grad_norm": grad_norm,
-                            "samples_per_s": window_examples / elapsed if elapsed > 0 else None,
+                            **window.rates(hooks.flops_per_token),
                         }
                         self.log.write(record)
-                        bar.advance(state.step, record["loss"], f"{record['samples_per_s'] or 0:.1f} samples/s")
-                        window_loss, window_items, window_examples, window_start = 0.0, 0, 0, time.perf_counter()
+                        bar.advance(state.step, record["loss"], window.shown(record))
+                        window = _Window()
                     else:
-                        bar.advance(state.step, None if window_items == 0 else window_loss / window_items, "")
+                        bar.advance(state.step, window.mean_loss(), "")
 
                     # every eval_every steps: evaluate, keep the best model, checkpoint
                     if plan.eval_every and state.step % plan.eval_every == 0:
                         self._evaluate_and_checkpoint(state, bar)
-                        window_start = time.perf_counter()  # evaluation time is not training throughput
+                        window.restart()  # evaluation time is not training throughput
                         if state.stopped_early:
                             break
 
-                if state.batch_in_epoch >= len(batches):  # epoch finished
+                if epoch_done:
                     state.epoch += 1
                     state.batch_in_epoch = 0
                     if plan.eval_every is None:
                         self._evaluate_and_checkpoint(state, bar)
-                        window_start = time.perf_counter()
+                        window.restart()
 
             if state.last_eval.get("step") != state.step:  # the run ended between evaluations
                 self._evaluate_and_checkpoint(state, bar)

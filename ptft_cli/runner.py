@@ -1,371 +1,63 @@
-"""The recipes behind each command: check everything, then load, train or infer, then write results.
+"""What each command runs: the CLI calls these with a validated config; each picks its task's recipe.
 
-Each recipe runs in the same order: (1) preflight, pure checks that write nothing and import no
-torch where possible; (2) load the tokenizer and model; (3) claim the output directory; (4) work;
-(5) write results. A user error at any point before (3) leaves the disk untouched.
+    pretrain   mlm | mlm+nsp | clm        recipes/language_model.py
+    finetune   classification             recipes/classify.py
+               clm (continued training)   recipes/language_model.py
+    evaluate / predict / validate         by task, as above
 """
 
 from __future__ import annotations
 
-import json
-import time
-from pathlib import Path
 from typing import Any
 
-from ptft_cli import console
-from ptft_cli.checkpoint import RunDir, atomic_write_json, atomic_write_text
-from ptft_cli.config import FINETUNE_TASKS, PRETRAIN_TASKS, Config, dump
-from ptft_cli.errors import ConfigError, DataError, PtftError, RunDirError
-from ptft_cli.tasks import classification
-
-
-# ---------------------------------------------------------------------------------------------
-# Preflight helpers (no torch)
-
-
-def _require_task(cfg: Config, command: str, allowed: tuple[str, ...]) -> None:
-    if cfg.task not in allowed:
-        raise ConfigError(
-            f"task {cfg.task!r} is not something `ptft {command}` does",
-            where=cfg.where("task"),
-            key="task",
-            hint=f"`ptft {command}` takes task: {' | '.join(allowed)}",
-        )
-    if cfg.task != "classification":
-        raise ConfigError(
-            f"task {cfg.task!r} is not available in this version of ptft",
-            where=cfg.where("task"),
-            key="task",
-            hint="available: classification",
-        )
-
-
-def _preflight_finetune(cfg: Config, overwrite: bool) -> classification.Prepared:
-    from ptft_cli import models
-
-    _require_task(cfg, "finetune", FINETUNE_TASKS)
-    models.check_ref(cfg.model.name_or_path, "model.name_or_path", cfg.where("model.name_or_path"))
-    if cfg.tokenizer.name_or_path:
-        models.check_ref(cfg.tokenizer.name_or_path, "tokenizer.name_or_path", cfg.where("tokenizer.name_or_path"), what="tokenizer")
-    prepared = classification.prepare(cfg)
-    if cfg.training.best_metric and prepared.validation is None:
-        raise ConfigError(
-            "needs validation data to compare models",
-            where=cfg.where("training.best_metric"),
-            key="training.best_metric",
-            hint="set data.validation or data.validation_fraction > 0, or remove best_metric",
-        )
-    RunDir(cfg.output_dir).check_claimable(overwrite=overwrite, where=cfg.where("output_dir"))
-    return prepared
-
-
-def _trained_model_ref(cfg: Config, explicit: str | None, key: str) -> str:
-    from ptft_cli import models
-
-    if explicit:
-        return models.check_ref(explicit, key, cfg.where(key))
-    model_dir = RunDir(cfg.output_dir).model_dir
-    if not (model_dir / "config.json").is_file():
-        raise RunDirError(
-            f"no trained model at {model_dir}",
-            where=cfg.where("output_dir"),
-            key="output_dir",
-            hint=f"run `ptft finetune --config {cfg.source}` first, or set {key} to a model directory",
-        )
-    return str(model_dir)
-
-
-# ---------------------------------------------------------------------------------------------
-# validate
-
-
-def validate(cfg: Config) -> None:
-    """Check the config and data the way `finetune`/`evaluate`/`predict` would, without torch."""
-    from ptft_cli import models
-
-    _require_task(cfg, "finetune", FINETUNE_TASKS)
-    models.check_ref(cfg.model.name_or_path, "model.name_or_path", cfg.where("model.name_or_path"))
-    prepared = classification.prepare(cfg)
-    rows = [
-        ("task", cfg.task),
-        ("model", cfg.model.name_or_path),
-        ("labels", f"{len(prepared.labels)}: {', '.join(prepared.labels[:10])}{' ...' if len(prepared.labels) > 10 else ''}"),
-        ("train", f"{len(prepared.train.labels):,} rows from {prepared.train.source}"),
-        ("validation", f"{len(prepared.validation.labels):,} rows from {prepared.validation.source}" if prepared.validation else "none"),
-        ("output_dir", cfg.output_dir),
-    ]
-    if cfg.predict.input:
-        texts = _read_predict_input(cfg)
-        rows.append(("predict.input", f"{len(texts[0]):,} texts from {cfg.predict.input}"))
-    if cfg.evaluate.data:
-        table_rows = classification.read_labelled(cfg, cfg.evaluate.data, prepared.labels)
-        rows.append(("evaluate.data", f"{len(table_rows.labels):,} rows from {cfg.evaluate.data}"))
-    console.key_values(f"{cfg.source}: valid", rows)
-    try:
-        RunDir(cfg.output_dir).check_claimable(overwrite=False, where=cfg.where("output_dir"))
-    except RunDirError as e:
-        console.warn(f"finetune would refuse to start: {e.line()}")
-
-
-# ---------------------------------------------------------------------------------------------
-# finetune
-
-
-def finetune(cfg: Config, *, overwrite: bool = False) -> dict[str, Any]:
-    prepared = _preflight_finetune(cfg, overwrite)
-
-    import torch
-
-    from ptft_cli import batching, hardware, loop, models, optim
-    from ptft_cli.metrics import MetricsLog, environment, plot_losses
-
-    t = cfg.training
-    torch.manual_seed(cfg.seed)
-    hw = hardware.resolve(cfg.device, cfg.precision, training=True, where=cfg.where("device"))
-    models.quiet_transformers()
-    model_ref = cfg.model.name_or_path
-    tok_ref = cfg.tokenizer.name_or_path or model_ref
-    tok_key = "tokenizer.name_or_path" if cfg.tokenizer.name_or_path else "model.name_or_path"
-    tokenizer = models.load_tokenizer(tok_ref, cfg.model, tok_key, cfg.where(tok_key))
-    attn = hardware.attn_implementation(cfg.model.attn_implementation, hw.device, cfg.tokenizer.max_length)
-    model = classification.build_model(cfg, model_ref, prepared.labels, attn, cfg.where("model.name_or_path"))
-    classification.ensure_pad_token(tokenizer, model)
-    model.to(hw.device)
-
-    started = time.perf_counter()
-    max_len = cfg.tokenizer.max_length
-    train = classification.encode(tokenizer, prepared.train.texts, prepared.train.pairs, prepared.train.labels, max_len)
-    val = None
-    if prepared.validation is not None:
-        v = prepared.validation
-        val = classification.encode(tokenizer, v.texts, v.pairs, v.labels, max_len)
-    pad_id = tokenizer.pad_token_id
-    lengths = train.lengths
-    n_batches = len(batching.epoch_batches(lengths, t.batch_size, seed=cfg.seed, epoch=0, group_by_length=t.group_by_length))
-    plan = loop.Plan.make(n_batches, t)
-    optimizer = optim.adamw(model, t, hw.device)
-    scheduler = optim.scheduler(optimizer, t, plan.total_steps)
-    scaler = torch.amp.GradScaler("cuda") if hw.needs_grad_scaler else None
-
-    total, trainable = models.parameter_counts(model)
-    console.key_values(
-        f"ptft finetune · {cfg.source.name}",
-        [
-            ("task", f"classification, {len(prepared.labels)} labels: {', '.join(prepared.labels[:8])}{' ...' if len(prepared.labels) > 8 else ''}"),
-            ("model", f"{model_ref} ({type(model).__name__}, attention {attn})"),
-            ("parameters", f"{console.count(total)} total, {console.count(trainable)} trainable"),
-            ("train", f"{len(lengths):,} examples, {sum(lengths) / len(lengths):.1f} tokens on average (max {max_len})"),
-            ("validation", f"{len(val.lengths):,} examples ({prepared.validation.source})" if val else "none"),
-            ("device", f"{hw.device} · {hw.precision} ({hw.why})"),
-            (
-                "batch",
-                f"{t.batch_size} × {t.gradient_accumulation_steps} accumulation = {t.batch_size * t.gradient_accumulation_steps}"
-                + (", grouped by length" if t.group_by_length else ""),
-            ),
-            (
-                "schedule",
-                f"{plan.total_steps} steps ({plan.steps_per_epoch}/epoch), lr {t.learning_rate:g} {t.lr_scheduler}, "
-                f"warmup {optim.warmup_steps(t, plan.total_steps)}",
-            ),
-            ("output", cfg.output_dir),
-        ],
-    )
-
-    run = RunDir(cfg.output_dir)
-    run.claim(overwrite=overwrite)
-    atomic_write_text(run.config_yaml, f"# resolved by ptft from {cfg.source}\n{dump(cfg)}")
-    atomic_write_json(run.env_json, environment(str(hw.device), hw.precision, hw.why, cfg.source.parent))
-    log = MetricsLog(run.metrics_jsonl)
-
-    def evaluate(m: Any) -> dict[str, Any]:
-        return classification.evaluate(m, val, prepared.labels, pad_id, t.eval_batch_size, hw)
-
-    hooks = loop.TaskHooks(
-        epoch_batches=lambda epoch: batching.epoch_batches(lengths, t.batch_size, seed=cfg.seed, epoch=epoch, group_by_length=t.group_by_length),
-        collate=lambda idx: classification.collate(train, idx, pad_id, hw.device),
-        loss_sum=lambda m, batch: classification.loss_sum(m, batch, hw, t.label_smoothing),
-        count=lambda batch: int(batch["labels"].shape[0]),
-        evaluate=evaluate if val is not None else None,
-        lower_is_better=lambda name: name in classification.LOWER_IS_BETTER,
-    )
-    trainer = loop.Trainer(model, tokenizer, optimizer, scheduler, hw, t, hooks, plan, run, log, scaler)
-    train_started = time.perf_counter()
-    state = trainer.train(loop.LoopState(best_metric=t.best_metric))
-    train_seconds = time.perf_counter() - train_started - trainer.side_seconds
-
-    results = {
-        "train_seconds": round(train_seconds, 2),
-        "eval_and_save_seconds": round(trainer.side_seconds, 2),
-        "total_seconds": round(time.perf_counter() - started, 2),
-        "steps": state.step,
-        "examples_seen": state.examples,
-        "stopped_early": state.stopped_early,
-        "final": state.last_eval,
-        "best": {"metric": t.best_metric, "value": state.best_value, "step": state.best_step} if t.best_metric else None,
-        "model_dir": str(run.model_dir),
-    }
-    atomic_write_json(run.results_json, results)
-    plot_losses(log.records, run.loss_png, f"{cfg.source.stem}: loss")
-    shown = {k[5:]: v for k, v in state.last_eval.items() if k.startswith("eval_")}
-    shown.update({"steps": state.step, "train time (s)": round(train_seconds, 1)})
-    if t.best_metric and state.best_value is not None:
-        shown[f"best {t.best_metric}"] = f"{state.best_value:.4f} at step {state.best_step}"
-    console.metrics_table("results", shown)
-    console.info(f"model saved to {run.model_dir}")
-    return results
-
-
-# ---------------------------------------------------------------------------------------------
-# evaluate
-
-
-def evaluate(cfg: Config) -> dict[str, Any]:
-    if cfg.task != "classification":
-        _require_task(cfg, "evaluate", ("classification",))
-    model_ref = _trained_model_ref(cfg, cfg.evaluate.model, "evaluate.model")
-    data_path = cfg.evaluate.data or cfg.data.validation
-    if not data_path:
-        raise ConfigError(
-            "no labelled data to evaluate on",
-            where=cfg.where("evaluate.data"),
-            key="evaluate.data",
-            hint="set evaluate.data (or data.validation) to a labelled file",
-        )
-    # Label names come from the model; read them without torch so bad data fails fast.
-    names = _label_names_from_config(model_ref)
-    examples = classification.read_labelled(cfg, data_path, names) if names else None
-    out_dir = Path(cfg.evaluate.output_dir or Path(cfg.output_dir) / "eval")
-
-    from ptft_cli import hardware, models
-
-    hw = hardware.resolve(cfg.device, cfg.precision, training=False, where=cfg.where("device"))
-    models.quiet_transformers()
-    key = "evaluate.model" if cfg.evaluate.model else "output_dir"
-    tokenizer = models.load_tokenizer(cfg.tokenizer.name_or_path or model_ref, cfg.model, key, cfg.where(key))
-    attn = hardware.attn_implementation(cfg.model.attn_implementation, hw.device, cfg.tokenizer.max_length)
-    model = classification.load_trained(model_ref, cfg, attn, cfg.where(key), key).to(hw.device)
-    classification.ensure_pad_token(tokenizer, model)
-    if examples is None:
-        examples = classification.read_labelled(cfg, data_path, classification.label_names(model))
-    labels = classification.label_names(model)
-    enc = classification.encode(tokenizer, examples.texts, examples.pairs, examples.labels, cfg.tokenizer.max_length)
-
-    started = time.perf_counter()
-    with console.simple_progress(len(enc.labels), "evaluate") as progress:
-        task_id = progress.add_task("evaluate", total=len(enc.labels), rate="")
-        metrics = classification.evaluate(
-            model, enc, labels, tokenizer.pad_token_id, cfg.training.eval_batch_size, hw, lambda n: progress.advance(task_id, n)
-        )
-    seconds = time.perf_counter() - started
-    metrics.update({"examples": len(enc.labels), "model": model_ref, "data": data_path, "precision": hw.precision, "seconds": round(seconds, 2)})
-
-    from ptft_cli.metrics import plot_confusion
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out_dir / "metrics.json", metrics)
-    plot_confusion(metrics["confusion_matrix"], labels, out_dir / "confusion_matrix.png", f"{Path(data_path).name}: confusion")
-    console.metrics_table(
-        f"evaluate · {Path(data_path).name} · {len(enc.labels):,} examples",
-        {"loss": metrics["loss"], "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]},
-    )
-    console.per_class_table(metrics["per_class"])
-    console.info(f"metrics written to {out_dir / 'metrics.json'}")
-    return metrics
-
-
-def _label_names_from_config(model_ref: str) -> list[str] | None:
-    """id2label of a local model directory, read from config.json (None for Hub ids)."""
-    path = Path(model_ref) / "config.json"
-    if not path.is_file():
-        return None
-    id2label = json.loads(path.read_text(encoding="utf-8")).get("id2label") or {}
-    return [str(id2label[str(i)]) for i in range(len(id2label))] if id2label else None
-
-
-# ---------------------------------------------------------------------------------------------
-# predict
-
-
-def _read_predict_input(cfg: Config) -> tuple[list[str], list[str] | None, list[Any]]:
-    """(texts, pairs, ids) from predict.input; ids are the file's `id` field or its line numbers."""
-    from ptft_cli import data as data_io
-
-    path = cfg.predict.input
-    if not path:
-        raise ConfigError(
-            "no input texts", where=cfg.where("predict.input"), key="predict.input", hint="pass --input FILE or set predict.input"
-        )
-    fmt = data_io.detect_format(path, "auto")
-    if fmt not in ("txt", "jsonl", "csv", "tsv", "json", "parquet"):
-        raise DataError(f"cannot read texts from {fmt}", where=path)
-    table = data_io.read_table(path, fmt, text_column=cfg.data.text_column)
-    texts = classification._texts(table, cfg.data.text_column, "text")
-    pairs = classification._texts(table, cfg.data.text_pair_column, "second text") if cfg.data.text_pair_column and fmt != "txt" else None
-    ids = [row.get("id", line) for row, line in zip(table.rows, table.lines)] if fmt != "txt" else list(table.lines)
-    return texts, pairs, ids
-
-
-def predict(cfg: Config) -> Path:
-    if cfg.task != "classification":
-        _require_task(cfg, "predict", ("classification",))
-    model_ref = _trained_model_ref(cfg, cfg.predict.model, "predict.model")
-    texts, pairs, ids = _read_predict_input(cfg)
-    out = Path(cfg.predict.output or Path(cfg.output_dir) / "predictions.jsonl")
-    if out.suffix.lower() not in (".jsonl", ".csv"):
-        raise ConfigError(
-            f"cannot write predictions as {out.suffix or '(no extension)'}",
-            where=cfg.where("predict.output"),
-            key="predict.output",
-            hint="use a .jsonl or .csv file name",
-        )
-
-    from ptft_cli import batching, hardware, models
-
-    hw = hardware.resolve(cfg.device, cfg.precision, training=False, where=cfg.where("device"))
-    models.quiet_transformers()
-    key = "predict.model" if cfg.predict.model else "output_dir"
-    tokenizer = models.load_tokenizer(cfg.tokenizer.name_or_path or model_ref, cfg.model, key, cfg.where(key))
-    attn = hardware.attn_implementation(cfg.model.attn_implementation, hw.device, cfg.tokenizer.max_length)
-    model = classification.load_trained(model_ref, cfg, attn, cfg.where(key), key).to(hw.device)
-    classification.ensure_pad_token(tokenizer, model)
-    labels = classification.label_names(model)
-    enc = classification.encode(tokenizer, texts, pairs, None, cfg.tokenizer.max_length)
-
-    started = time.perf_counter()
-    batches = batching.inference_batches(enc.lengths, cfg.training.eval_batch_size)
-    with console.simple_progress(len(texts), "predict") as progress:
-        task_id = progress.add_task("predict", total=len(texts), rate="")
-        probs, _ = classification.forward_probs(model, batches, enc, tokenizer.pad_token_id, hw, lambda n: progress.advance(task_id, n))
-    seconds = time.perf_counter() - started
-    _write_predictions(out, ids, texts, probs.tolist(), labels)
-    console.info(f"{len(texts):,} predictions in {seconds:.1f}s ({len(texts) / max(seconds, 1e-9):,.0f} texts/s, {hw.precision}) → {out}")
-    return out
-
-
-def _write_predictions(out: Path, ids: list[Any], texts: list[str], probs: list[list[float]], labels: list[str]) -> None:
-    import csv
-    import io
-
-    rows = []
-    for i, text, p in zip(ids, texts, probs):
-        best = max(range(len(p)), key=p.__getitem__)
-        rows.append({"id": i, "text": text, "label": labels[best], "score": p[best], "probabilities": dict(zip(labels, p))})
-    if out.suffix.lower() == ".jsonl":
-        body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-    else:
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(["id", "text", "label", "score", *[f"p_{name}" for name in labels]])
-        for r in rows:
-            writer.writerow([r["id"], r["text"], r["label"], r["score"], *r["probabilities"].values()])
-        body = buf.getvalue()
-    atomic_write_text(out, body)
-
-
-# ---------------------------------------------------------------------------------------------
-# pretrain
+from ptft_cli.config import FINETUNE_TASKS, PRETRAIN_TASKS, Config
+from ptft_cli.recipes.common import require_task
 
 
 def pretrain(cfg: Config, *, overwrite: bool = False) -> dict[str, Any]:
-    _require_task(cfg, "pretrain", PRETRAIN_TASKS)
-    raise PtftError("unreachable")  # _require_task refuses every pretraining task in this version
+    from ptft_cli.recipes import language_model
+
+    require_task(cfg, "pretrain", PRETRAIN_TASKS)
+    return language_model.train(cfg, overwrite=overwrite, command="pretrain")
+
+
+def finetune(cfg: Config, *, overwrite: bool = False) -> dict[str, Any]:
+    require_task(cfg, "finetune", FINETUNE_TASKS)
+    if cfg.task == "classification":
+        from ptft_cli.recipes import classify
+
+        return classify.finetune(cfg, overwrite=overwrite)
+    from ptft_cli.recipes import language_model
+
+    return language_model.train(cfg, overwrite=overwrite, command="finetune")
+
+
+def evaluate(cfg: Config) -> dict[str, Any]:
+    if cfg.task == "classification":
+        from ptft_cli.recipes import classify
+
+        return classify.evaluate(cfg)
+    from ptft_cli.recipes import language_model
+
+    return language_model.evaluate(cfg)
+
+
+def predict(cfg: Config) -> Any:
+    if cfg.task == "classification":
+        from ptft_cli.recipes import classify
+
+        return classify.predict(cfg)
+    from ptft_cli.recipes import language_model
+
+    return language_model.predict(cfg)
+
+
+def validate(cfg: Config) -> None:
+    """Check config and data the way the task's commands would, without importing torch."""
+    if cfg.task == "classification":
+        from ptft_cli.recipes import classify
+
+        return classify.validate(cfg)
+    from ptft_cli.recipes import language_model
+
+    return language_model.validate(cfg)

@@ -121,3 +121,14 @@ print(heavy)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_readme_reference_is_generated_from_the_schema() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("config_reference", REPO / "scripts" / "config_reference.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    readme = (REPO / "README.md").read_text()
+    block = readme.split(module.START, 1)[1].split(module.END, 1)[0]
+    assert block.strip() == module.markdown().strip(), "run: python scripts/config_reference.py --write"
