@@ -17,7 +17,9 @@ import torch
 GROUP_WINDOW_BATCHES = 50
 
 
-def epoch_batches(lengths: Sequence[int], batch_size: int, *, seed: int, epoch: int, group_by_length: bool) -> list[list[int]]:
+def epoch_batches(
+    lengths: Sequence[int], batch_size: int, *, seed: int, epoch: int, group_by_length: bool
+) -> list[list[int]]:
     """Index lists for one epoch: shuffled, optionally length-grouped, last batch possibly short."""
     rng = random.Random(seed * 1_000_003 + epoch)
     order = list(range(len(lengths)))

@@ -139,7 +139,16 @@ def save_pretrained(model: Any, tokenizer: Any, dest: Path) -> None:
 
 
 def save_training_state(
-    run: RunDir, step: int, *, model: Any, tokenizer: Any, optimizer: Any, scheduler: Any, scaler: Any, state: dict, keep: int
+    run: RunDir,
+    step: int,
+    *,
+    model: Any,
+    tokenizer: Any,
+    optimizer: Any,
+    scheduler: Any,
+    scaler: Any,
+    state: dict,
+    keep: int,
 ) -> Path:
     """A resumable checkpoint: a loadable model folder plus optimizer/scheduler/RNG state.
 

@@ -29,10 +29,18 @@ app = typer.Typer(
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="YAML config file.", show_default=False)]
 SetOpt = Annotated[
     list[str] | None,
-    typer.Option("--set", "-s", help="Override a config key: --set training.learning_rate=3e-5 (repeatable).", show_default=False),
+    typer.Option(
+        "--set",
+        "-s",
+        help="Override a config key: --set training.learning_rate=3e-5 (repeatable).",
+        show_default=False,
+    ),
 ]
 OverwriteOpt = Annotated[
-    bool, typer.Option("--overwrite", help="Replace an earlier run in output_dir (never a directory that is not a ptft run).")
+    bool,
+    typer.Option(
+        "--overwrite", help="Replace an earlier run in output_dir (never a directory that is not a ptft run)."
+    ),
 ]
 
 
@@ -63,7 +71,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
 ) -> None:
     """Pretrain and fine-tune Transformer language models from one YAML file."""
 
@@ -96,9 +106,18 @@ def evaluate(config: ConfigOpt, set_: SetOpt = None) -> None:
 def predict(
     config: ConfigOpt,
     set_: SetOpt = None,
-    input: Annotated[Path | None, typer.Option("--input", "-i", help="Texts to label (sets predict.input).")] = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Where to write predictions (sets predict.output).")] = None,
-    prompt: Annotated[str | None, typer.Option("--prompt", "-p", help="Language models: one prompt or masked text (sets predict.prompt).")] = None,
+    input: Annotated[
+        Path | None, typer.Option("--input", "-i", help="Texts to label (sets predict.input).")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Where to write predictions (sets predict.output).")
+    ] = None,
+    prompt: Annotated[
+        str | None,
+        typer.Option(
+            "--prompt", "-p", help="Language models: one prompt or masked text (sets predict.prompt)."
+        ),
+    ] = None,
 ) -> None:
     """Labels and probabilities for a file of texts; text generation or fill-mask for language models."""
     from ptft_cli import runner

@@ -48,27 +48,41 @@ def opt(default: Any, doc: str, **checks: Any) -> Any:
 @dataclass
 class ModelConfig:
     name_or_path: str | None = opt(
-        None, "Pretrained model: a local directory (e.g. a ptft run's `model/`) or a Hugging Face Hub id.", model_ref=True
-    )
-    architecture: Literal["bert", "roberta", "distilbert", "electra", "gpt2", "llama", "mistral"] | None = opt(
         None,
-        "Build a new, randomly initialised model of this family (pretrain only; sized by the keys below). "
-        "Null loads `name_or_path`.",
+        "Pretrained model: a local directory (e.g. a ptft run's `model/`) or a Hugging Face Hub id.",
+        model_ref=True,
+    )
+    architecture: Literal["bert", "roberta", "distilbert", "electra", "gpt2", "llama", "mistral"] | None = (
+        opt(
+            None,
+            "Build a new, randomly initialised model of this family (pretrain only; sized by the keys below). "
+            "Null loads `name_or_path`.",
+        )
     )
     hidden_size: int = opt(256, "Width of a new model.", ge=8)
     num_layers: int = opt(4, "Transformer blocks of a new model.", ge=1)
     num_heads: int = opt(4, "Attention heads of a new model (must divide hidden_size).", ge=1)
-    num_kv_heads: int | None = opt(None, "Key/value heads of a new llama/mistral (grouped-query attention); null: num_heads.", ge=1)
-    intermediate_size: int | None = opt(None, "Feed-forward width of a new model; null: 4 x hidden_size.", ge=1)
-    max_position_embeddings: int | None = opt(None, "Positions of a new model; null: tokenizer.max_length.", ge=2)
+    num_kv_heads: int | None = opt(
+        None, "Key/value heads of a new llama/mistral (grouped-query attention); null: num_heads.", ge=1
+    )
+    intermediate_size: int | None = opt(
+        None, "Feed-forward width of a new model; null: 4 x hidden_size.", ge=1
+    )
+    max_position_embeddings: int | None = opt(
+        None, "Positions of a new model; null: tokenizer.max_length.", ge=2
+    )
     revision: str | None = opt(None, "Hub branch, tag or commit to load (ignored for local directories).")
-    trust_remote_code: bool = opt(False, "Allow model code shipped with a Hub repo to run. Off unless you trust the repo.")
+    trust_remote_code: bool = opt(
+        False, "Allow model code shipped with a Hub repo to run. Off unless you trust the repo."
+    )
     attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2"] = opt(
         "auto",
         "Attention kernel. `auto`: `eager` on CPU for sequences up to 256 tokens (PyTorch's CPU SDPA backward "
         "is slower there), `sdpa` otherwise.",
     )
-    dropout: float | None = opt(None, "Override the model's hidden and attention dropout (null keeps the model's).", ge=0.0, lt=1.0)
+    dropout: float | None = opt(
+        None, "Override the model's hidden and attention dropout (null keeps the model's).", ge=0.0, lt=1.0
+    )
     freeze_backbone: bool = opt(False, "Train only the task head; the pretrained encoder stays frozen.")
     train_top_k_layers: int | None = opt(
         None, "Train only the top k transformer layers plus the head (null trains everything).", ge=0
@@ -77,18 +91,26 @@ class ModelConfig:
 
 @dataclass
 class TokenizerConfig:
-    name_or_path: str | None = opt(None, "Tokenizer directory or Hub id; null uses the model's.", model_ref=True)
+    name_or_path: str | None = opt(
+        None, "Tokenizer directory or Hub id; null uses the model's.", model_ref=True
+    )
     max_length: int = opt(
-        128, "Longest input in tokens (longer texts are truncated); in pretraining, the length of each packed block.", ge=2
+        128,
+        "Longest input in tokens (longer texts are truncated); in pretraining, the length of each packed block.",
+        ge=2,
     )
     type: Literal["bpe", "wordpiece", "char"] | None = opt(
         None,
         "Train a new tokenizer on the training corpus (pretrain): byte-level BPE (GPT-2 style), WordPiece "
         "(BERT style) or one token per character. Null uses `name_or_path` or the model's.",
     )
-    vocab_size: int = opt(8000, "Vocabulary size of a trained tokenizer, special tokens included (a cap for `char`).", ge=2)
+    vocab_size: int = opt(
+        8000, "Vocabulary size of a trained tokenizer, special tokens included (a cap for `char`).", ge=2
+    )
     min_frequency: int = opt(2, "Least count for a merge or word piece to enter a trained vocabulary.", ge=1)
-    lowercase: bool = opt(False, "Lowercase text before a trained tokenizer sees it (WordPiece, like bert-base-uncased).")
+    lowercase: bool = opt(
+        False, "Lowercase text before a trained tokenizer sees it (WordPiece, like bert-base-uncased)."
+    )
     special_tokens: dict[str, str] | None = opt(
         None,
         "Special tokens of a trained tokenizer by role (pad, unk, bos, eos, cls, sep, mask); null: the "
@@ -104,7 +126,9 @@ class DataConfig:
         "takes a list and globs (`corpus/*.txt`).",
         path=True,
     )
-    validation: str | list[str] | None = opt(None, "Validation file(s); null holds out `validation_fraction` of `train`.", path=True)
+    validation: str | list[str] | None = opt(
+        None, "Validation file(s); null holds out `validation_fraction` of `train`.", path=True
+    )
     validation_fraction: float = opt(
         0.1,
         "Share held out for validation when `validation` is null (0: none): random rows for classification, the "
@@ -115,19 +139,27 @@ class DataConfig:
     dataset: str | None = opt(None, "Hugging Face Hub dataset id, instead of local files.")
     dataset_config: str | None = opt(None, "Hub dataset configuration name (e.g. `sst2` of `glue`).")
     train_split: str = opt("train", "Hub dataset split used for training.")
-    validation_split: str | None = opt("validation", "Hub dataset split used for validation (null: hold out a fraction).")
+    validation_split: str | None = opt(
+        "validation", "Hub dataset split used for validation (null: hold out a fraction)."
+    )
     format: Literal["auto", "csv", "tsv", "jsonl", "json", "parquet", "txt"] = opt(
         "auto", "File format; `auto` goes by the file extension."
     )
     text_column: str = opt("text", "Column (or JSON field) holding the text.")
-    text_pair_column: str | None = opt(None, "Second text column for sentence-pair tasks (entailment, paraphrase).")
+    text_pair_column: str | None = opt(
+        None, "Second text column for sentence-pair tasks (entailment, paraphrase)."
+    )
     label_column: str = opt("label", "Column holding the label: an integer id or a label name.")
     labels: list[str] | None = opt(
         None,
         "Label names in id order. Null: the sorted distinct labels of `train`. Integer labels index this list.",
     )
-    max_train_samples: int | None = opt(None, "Keep this many training rows after a seeded shuffle (null keeps all).", ge=1)
-    max_eval_samples: int | None = opt(None, "Keep this many validation rows or blocks (the first ones; null keeps all).", ge=1)
+    max_train_samples: int | None = opt(
+        None, "Keep this many training rows after a seeded shuffle (null keeps all).", ge=1
+    )
+    max_eval_samples: int | None = opt(
+        None, "Keep this many validation rows or blocks (the first ones; null keeps all).", ge=1
+    )
     document_boundary: Literal["file", "paragraph", "line"] = opt(
         "file",
         "Language modelling on .txt: what one document is (EOS/SEP goes between documents): the whole file "
@@ -143,7 +175,9 @@ class DataConfig:
         "Tokenize the corpus on the fly with bounded memory (corpora larger than RAM); needs training.max_steps "
         "and a `validation` file (or validation_fraction 0).",
     )
-    shuffle_buffer: int = opt(10000, "Streaming: blocks held in memory and shuffled before they are batched.", ge=1)
+    shuffle_buffer: int = opt(
+        10000, "Streaming: blocks held in memory and shuffled before they are batched.", ge=1
+    )
     cache_dir: str | None = opt(
         "~/.cache/ptft",
         "Where tokenized corpora are cached, keyed on the files, the tokenizer and the options (null: no cache).",
@@ -154,37 +188,58 @@ class DataConfig:
 @dataclass
 class ObjectiveConfig:
     mlm_probability: float = opt(0.15, "Masked LM: share of tokens chosen for prediction.", gt=0.0, lt=1.0)
-    mask_replace_ratio: float = opt(0.8, "Masked LM: of the chosen tokens, the share replaced by the mask token.", ge=0.0, le=1.0)
-    random_replace_ratio: float = opt(
-        0.1, "Masked LM: of the chosen tokens, the share replaced by a random token (the rest stay as they are).", ge=0.0, le=1.0
+    mask_replace_ratio: float = opt(
+        0.8, "Masked LM: of the chosen tokens, the share replaced by the mask token.", ge=0.0, le=1.0
     )
-    whole_word_masking: bool = opt(False, "Masked LM: choose whole words, masking all their sub-word tokens together.")
+    random_replace_ratio: float = opt(
+        0.1,
+        "Masked LM: of the chosen tokens, the share replaced by a random token (the rest stay as they are).",
+        ge=0.0,
+        le=1.0,
+    )
+    whole_word_masking: bool = opt(
+        False, "Masked LM: choose whole words, masking all their sub-word tokens together."
+    )
     nsp_random_ratio: float = opt(
-        0.5, "mlm+nsp: share of sentence pairs whose second segment comes from a random other document.", ge=0.0, le=1.0
+        0.5,
+        "mlm+nsp: share of sentence pairs whose second segment comes from a random other document.",
+        ge=0.0,
+        le=1.0,
     )
 
 
 @dataclass
 class TrainingConfig:
     epochs: float = opt(3.0, "Passes over the training data (fractions allowed).", gt=0)
-    max_steps: int | None = opt(None, "Stop after this many optimizer steps; overrides `epochs` when set.", ge=1)
+    max_steps: int | None = opt(
+        None, "Stop after this many optimizer steps; overrides `epochs` when set.", ge=1
+    )
     batch_size: int = opt(32, "Examples per optimizer step per device, before gradient accumulation.", ge=1)
     eval_batch_size: int = opt(64, "Examples per forward pass in evaluation and prediction.", ge=1)
     gradient_accumulation_steps: int = opt(1, "Micro-batches summed into one optimizer step.", ge=1)
     learning_rate: float = opt(5e-5, "Peak learning rate of AdamW.", gt=0)
     min_learning_rate: float = opt(0.0, "Floor the schedule decays to (cosine and linear).", ge=0)
     lr_scheduler: Literal["linear", "cosine", "constant"] = opt("linear", "Decay after warmup.")
-    warmup_ratio: float = opt(0.0, "Share of all steps spent warming the learning rate up from 0.", ge=0.0, lt=1.0)
-    warmup_steps: int | None = opt(None, "Warmup length in steps; set this or `warmup_ratio`, not both.", ge=0)
-    weight_decay: float = opt(0.01, "AdamW decoupled weight decay; biases and norm weights are never decayed.", ge=0)
+    warmup_ratio: float = opt(
+        0.0, "Share of all steps spent warming the learning rate up from 0.", ge=0.0, lt=1.0
+    )
+    warmup_steps: int | None = opt(
+        None, "Warmup length in steps; set this or `warmup_ratio`, not both.", ge=0
+    )
+    weight_decay: float = opt(
+        0.01, "AdamW decoupled weight decay; biases and norm weights are never decayed.", ge=0
+    )
     adam_betas: list[float] = opt([0.9, 0.999], "AdamW (beta1, beta2).")
     adam_epsilon: float = opt(1e-8, "AdamW epsilon.", gt=0)
     max_grad_norm: float | None = opt(1.0, "Clip the global gradient norm to this (null: no clipping).", gt=0)
     label_smoothing: float = opt(0.0, "Cross-entropy label smoothing (classification).", ge=0.0, lt=1.0)
     group_by_length: bool = opt(
-        True, "Batch examples of similar length together (less padding, much faster); batch order stays random."
+        True,
+        "Batch examples of similar length together (less padding, much faster); batch order stays random.",
     )
-    eval_every: Union[int, Literal["epoch"]] = opt("epoch", "Evaluate every N optimizer steps, or at each epoch's end.")
+    eval_every: int | Literal["epoch"] = opt(
+        "epoch", "Evaluate every N optimizer steps, or at each epoch's end."
+    )
     log_every: int = opt(10, "Write training loss, learning rate and throughput every N steps.", ge=1)
     best_metric: str | None = opt(
         None,
@@ -201,22 +256,39 @@ class TrainingConfig:
 class EvaluateConfig:
     model: str | None = opt(None, "Model to evaluate; null uses `<output_dir>/model`.", model_ref=True)
     data: str | None = opt(None, "Labelled file to evaluate on; null uses `data.validation`.", path=True)
-    output_dir: str | None = opt(None, "Where metrics.json and plots go; null uses `<output_dir>/eval`.", path=True)
+    output_dir: str | None = opt(
+        None, "Where metrics.json and plots go; null uses `<output_dir>/eval`.", path=True
+    )
 
 
 @dataclass
 class PredictConfig:
     model: str | None = opt(None, "Model to predict with; null uses `<output_dir>/model`.", model_ref=True)
-    input: str | None = opt(None, "Texts to label: .txt (one per line), .jsonl or .csv (column `data.text_column`).", path=True)
+    input: str | None = opt(
+        None, "Texts to label: .txt (one per line), .jsonl or .csv (column `data.text_column`).", path=True
+    )
     output: str | None = opt(
         None, "Predictions file, .jsonl or .csv; null writes `<output_dir>/predictions.jsonl`.", path=True
     )
-    prompt: str | None = opt(None, "Language models: one prompt (or masked text) instead of an input file (also `--prompt`).")
+    prompt: str | None = opt(
+        None, "Language models: one prompt (or masked text) instead of an input file (also `--prompt`)."
+    )
     max_new_tokens: int = opt(64, "Generation: tokens to add to each prompt.", ge=1)
-    do_sample: bool = opt(False, "Generation: sample (with temperature, top_k, top_p) instead of greedy decoding.")
+    do_sample: bool = opt(
+        False, "Generation: sample (with temperature, top_k, top_p) instead of greedy decoding."
+    )
     temperature: float = opt(1.0, "Generation: softmax temperature when sampling.", gt=0)
-    top_k: int | None = opt(50, "Generation: sample from the k most likely tokens (null: all). Fill-mask: predictions per mask.", ge=1)
-    top_p: float | None = opt(None, "Generation: nucleus sampling, the smallest set of tokens with this much probability.", gt=0, le=1)
+    top_k: int | None = opt(
+        50,
+        "Generation: sample from the k most likely tokens (null: all). Fill-mask: predictions per mask.",
+        ge=1,
+    )
+    top_p: float | None = opt(
+        None,
+        "Generation: nucleus sampling, the smallest set of tokens with this much probability.",
+        gt=0,
+        le=1,
+    )
 
 
 @dataclass
@@ -224,7 +296,9 @@ class Config:
     task: Literal["classification", "mlm", "mlm+nsp", "clm"] = opt(
         "classification", "What to train: classification (finetune), mlm / mlm+nsp / clm (pretrain)."
     )
-    output_dir: str | None = opt(None, "Run directory. Required. A run never writes into another run's directory.", path=True)
+    output_dir: str | None = opt(
+        None, "Run directory. Required. A run never writes into another run's directory.", path=True
+    )
     seed: int = opt(0, "Seed for shuffling, initialisation and dropout.", ge=0)
     device: str = opt("auto", "auto | cpu | cuda | cuda:N | mps. `auto` takes CUDA, then MPS, then the CPU.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = opt(
@@ -235,14 +309,18 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig, metadata={"doc": "The network."})
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig, metadata={"doc": "Tokenization."})
     data: DataConfig = field(default_factory=DataConfig, metadata={"doc": "Where the examples come from."})
-    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig, metadata={"doc": "Pretraining objectives."})
+    objective: ObjectiveConfig = field(
+        default_factory=ObjectiveConfig, metadata={"doc": "Pretraining objectives."}
+    )
     training: TrainingConfig = field(default_factory=TrainingConfig, metadata={"doc": "Optimisation."})
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig, metadata={"doc": "`ptft evaluate`."})
     predict: PredictConfig = field(default_factory=PredictConfig, metadata={"doc": "`ptft predict`."})
 
     # Not schema keys: where the config came from, for error messages and the resolved copy.
     source: Path | None = field(default=None, repr=False, compare=False, metadata={"internal": True})
-    lines: dict[str, int] = field(default_factory=dict, repr=False, compare=False, metadata={"internal": True})
+    lines: dict[str, int] = field(
+        default_factory=dict, repr=False, compare=False, metadata={"internal": True}
+    )
     overridden: set[str] = field(default_factory=set, repr=False, compare=False, metadata={"internal": True})
 
     def where(self, key: str) -> str:
@@ -256,7 +334,11 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as plain data (what `<output_dir>/config.yaml` holds)."""
-        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self) if not f.metadata.get("internal")}
+        return {
+            f.name: _plain(getattr(self, f.name))
+            for f in dataclasses.fields(self)
+            if not f.metadata.get("internal")
+        }
 
 
 def _plain(value: Any) -> Any:
@@ -273,12 +355,20 @@ def load(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -
     """Read, override, type-check and validate a config file. Raises ConfigError listing every problem."""
     path = Path(path).expanduser()
     if not path.is_file():
-        hint = "check the path; configs/ holds examples" if not path.exists() else "pass a YAML file, not a directory"
-        raise ConfigError("config file not found" if not path.exists() else "is not a file", where=str(path), hint=hint)
+        hint = (
+            "check the path; configs/ holds examples"
+            if not path.exists()
+            else "pass a YAML file, not a directory"
+        )
+        raise ConfigError(
+            "config file not found" if not path.exists() else "is not a file", where=str(path), hint=hint
+        )
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
-        raise ConfigError(f"not UTF-8 text (byte {e.start})", where=str(path), hint="save the config as UTF-8") from None
+        raise ConfigError(
+            f"not UTF-8 text (byte {e.start})", where=str(path), hint="save the config as UTF-8"
+        ) from None
     raw, lines = _parse_yaml(text, path)
     problems: list[ConfigError] = []
     for item in overrides:
@@ -303,14 +393,18 @@ def _parse_yaml(text: str, path: Path) -> tuple[dict, dict[str, int]]:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(f"invalid YAML: {problem}", where=where, hint="check indentation and quoting") from None
+        raise ConfigError(
+            f"invalid YAML: {problem}", where=where, hint="check indentation and quoting"
+        ) from None
     finally:
         loader.dispose()
     if data is None:
         raise ConfigError("config file is empty", where=str(path), hint="start from a file in configs/")
     if not isinstance(data, dict):
         raise ConfigError(
-            f"the top level must be a mapping of keys, got {type(data).__name__}", where=f"{path}:1", hint="e.g. `task: classification`"
+            f"the top level must be a mapping of keys, got {type(data).__name__}",
+            where=f"{path}:1",
+            hint="e.g. `task: classification`",
         )
     lines: dict[str, int] = {}
     _record_lines(node, "", lines, path)
@@ -325,7 +419,10 @@ def _record_lines(node: yaml.Node, prefix: str, lines: dict[str, int], path: Pat
         key = f"{prefix}{key_node.value}"
         if key in seen:
             raise ConfigError(
-                "key appears twice", where=f"{path}:{key_node.start_mark.line + 1}", key=key, hint="keep one of them"
+                "key appears twice",
+                where=f"{path}:{key_node.start_mark.line + 1}",
+                key=key,
+                hint="keep one of them",
             )
         seen.add(key)
         lines[key] = key_node.start_mark.line + 1
@@ -335,7 +432,13 @@ def _record_lines(node: yaml.Node, prefix: str, lines: dict[str, int], path: Pat
 def _apply_override(raw: dict, item: str, problems: list[ConfigError]) -> None:
     """Apply `a.b.c=value` to the raw dict; the value is parsed as a YAML scalar/list."""
     if "=" not in item:
-        problems.append(ConfigError(f"expected key=value, got {item!r}", where="--set", hint="e.g. --set training.learning_rate=3e-5"))
+        problems.append(
+            ConfigError(
+                f"expected key=value, got {item!r}",
+                where="--set",
+                hint="e.g. --set training.learning_rate=3e-5",
+            )
+        )
         return
     key, _, text = item.partition("=")
     key = key.strip()
@@ -365,14 +468,20 @@ def _fill(target: Any, raw: dict, prefix: str, base: Path, cfg: Config, problems
         key = f"{prefix}{name}"
         where = cfg.where(key)
         if name not in fields:
-            problems.append(ConfigError("unknown key", where=where, key=key, hint=_suggest(str(name), list(fields), prefix)))
+            problems.append(
+                ConfigError(
+                    "unknown key", where=where, key=key, hint=_suggest(str(name), list(fields), prefix)
+                )
+            )
             continue
         f, hint_type = fields[name], hints[name]
         if dataclasses.is_dataclass(hint_type):
             if value is None:
                 continue
             if not isinstance(value, dict):
-                problems.append(ConfigError(f"must be a section of keys, got {_show(value)}", where=where, key=key))
+                problems.append(
+                    ConfigError(f"must be a section of keys, got {_show(value)}", where=where, key=key)
+                )
                 continue
             _fill(getattr(target, name), value, key + ".", base, cfg, problems)
             continue
@@ -558,36 +667,72 @@ def _check_semantics(cfg: Config, problems: list[ConfigError]) -> None:
     allowed = ("accuracy", "macro_f1", "loss") if cfg.task == "classification" else ("loss", "perplexity")
     kind = "classification" if cfg.task == "classification" else "language-model"
     if t.best_metric is not None and t.best_metric not in allowed:
-        bad("training.best_metric", f"{t.best_metric!r} is not a {kind} metric", f"allowed: {', '.join(allowed)}")
+        bad(
+            "training.best_metric",
+            f"{t.best_metric!r} is not a {kind} metric",
+            f"allowed: {', '.join(allowed)}",
+        )
     m, tok, o = cfg.model, cfg.tokenizer, cfg.objective
     if m.architecture and m.name_or_path:
-        bad("model.architecture", "set either model.architecture (a new model) or model.name_or_path (a pretrained one), not both")
+        bad(
+            "model.architecture",
+            "set either model.architecture (a new model) or model.name_or_path (a pretrained one), not both",
+        )
     if m.architecture and cfg.task in ("mlm", "mlm+nsp") and m.architecture not in ENCODERS:
-        bad("model.architecture", f"{m.architecture} is a decoder; masked LM needs an encoder", f"allowed: {', '.join(ENCODERS)}")
+        bad(
+            "model.architecture",
+            f"{m.architecture} is a decoder; masked LM needs an encoder",
+            f"allowed: {', '.join(ENCODERS)}",
+        )
     if m.architecture and cfg.task == "clm" and m.architecture not in DECODERS:
-        bad("model.architecture", f"{m.architecture} is an encoder; causal LM needs a decoder", f"allowed: {', '.join(DECODERS)}")
+        bad(
+            "model.architecture",
+            f"{m.architecture} is an encoder; causal LM needs a decoder",
+            f"allowed: {', '.join(DECODERS)}",
+        )
     if m.architecture and cfg.task == "mlm+nsp" and m.architecture != "bert":
-        bad("model.architecture", f"next-sentence prediction is BERT's objective, not {m.architecture}'s", "use architecture: bert, or task: mlm")
+        bad(
+            "model.architecture",
+            f"next-sentence prediction is BERT's objective, not {m.architecture}'s",
+            "use architecture: bert, or task: mlm",
+        )
     if m.architecture and cfg.task == "classification":
-        bad("model.architecture", "classification fine-tunes a pretrained model", "pretrain one first (ptft pretrain), then set model.name_or_path")
+        bad(
+            "model.architecture",
+            "classification fine-tunes a pretrained model",
+            "pretrain one first (ptft pretrain), then set model.name_or_path",
+        )
     if m.hidden_size % m.num_heads:
         bad("model.num_heads", f"{m.num_heads} does not divide hidden_size {m.hidden_size}")
     if m.num_kv_heads is not None and m.num_heads % m.num_kv_heads:
         bad("model.num_kv_heads", f"{m.num_kv_heads} does not divide num_heads {m.num_heads}")
     if m.max_position_embeddings is not None and m.max_position_embeddings < tok.max_length:
-        bad("model.max_position_embeddings", f"{m.max_position_embeddings} is shorter than tokenizer.max_length {tok.max_length}")
+        bad(
+            "model.max_position_embeddings",
+            f"{m.max_position_embeddings} is shorter than tokenizer.max_length {tok.max_length}",
+        )
     if tok.type and tok.name_or_path:
-        bad("tokenizer.type", "set either tokenizer.type (train a new one) or tokenizer.name_or_path, not both")
+        bad(
+            "tokenizer.type",
+            "set either tokenizer.type (train a new one) or tokenizer.name_or_path, not both",
+        )
     roles = ("pad", "unk", "bos", "eos", "cls", "sep", "mask")
     for role in tok.special_tokens or {}:
         if role not in roles:
             bad("tokenizer.special_tokens", f"unknown role {role!r}", f"allowed roles: {', '.join(roles)}")
     if o.mask_replace_ratio + o.random_replace_ratio > 1:
-        bad("objective.random_replace_ratio", f"mask_replace_ratio + random_replace_ratio = {o.mask_replace_ratio + o.random_replace_ratio:g} exceeds 1")
+        bad(
+            "objective.random_replace_ratio",
+            f"mask_replace_ratio + random_replace_ratio = {o.mask_replace_ratio + o.random_replace_ratio:g} exceeds 1",
+        )
     if d.streaming and t.max_steps is None:
         bad("data.streaming", "a stream has no known length, so training needs training.max_steps")
     if d.streaming and not d.validation and d.validation_fraction > 0:
-        bad("data.streaming", "a stream cannot hold out a fraction", "set data.validation to a file, or data.validation_fraction: 0")
+        bad(
+            "data.streaming",
+            "a stream cannot hold out a fraction",
+            "set data.validation to a file, or data.validation_fraction: 0",
+        )
     if not d.packing and cfg.task != "mlm":
         bad("data.packing", "packing: false (one document per example) is for task: mlm")
     if d.dataset and d.train:

@@ -11,7 +11,14 @@ from collections.abc import Iterable
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
@@ -64,7 +71,13 @@ def per_class_table(report: dict[str, dict[str, float]]) -> None:
     for col in ("label", "precision", "recall", "f1", "support"):
         table.add_column(col, justify="left" if col == "label" else "right")
     for label, row in report.items():
-        table.add_row(Text(label), f"{row['precision']:.4f}", f"{row['recall']:.4f}", f"{row['f1']:.4f}", str(row["support"]))
+        table.add_row(
+            Text(label),
+            f"{row['precision']:.4f}",
+            f"{row['recall']:.4f}",
+            f"{row['f1']:.4f}",
+            str(row["support"]),
+        )
     console.print(table)
 
 
@@ -104,7 +117,9 @@ class TrainProgress:
         self.progress.stop()
 
     def advance(self, step: int, loss: float | None, rate: str) -> None:
-        self.progress.update(self.task, completed=step, loss="-" if loss is None else f"{loss:.4f}", rate=rate)
+        self.progress.update(
+            self.task, completed=step, loss="-" if loss is None else f"{loss:.4f}", rate=rate
+        )
 
     def note(self, message: str) -> None:
         """A line above the bar (or a plain log line when there is no live bar)."""

@@ -45,12 +45,21 @@ def expand(patterns: str | list[str] | None, key: str, where: str) -> list[Path]
         if glob.has_magic(pattern):
             matches = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
             if not matches:
-                raise DataError(f"no files match {pattern}", where=where, key=key, hint="check the pattern (relative to the config's folder)")
+                raise DataError(
+                    f"no files match {pattern}",
+                    where=where,
+                    key=key,
+                    hint="check the pattern (relative to the config's folder)",
+                )
             out.extend(matches)
         else:
             p = Path(pattern)
             if not p.is_file():
-                raise DataError("file not found" if not p.exists() else "is a directory, not a file", where=str(p), key=key)
+                raise DataError(
+                    "file not found" if not p.exists() else "is a directory, not a file",
+                    where=str(p),
+                    key=key,
+                )
             out.append(p)
     return out
 
@@ -72,7 +81,10 @@ def iter_pieces(paths: list[Path], *, fmt: str, text_column: str, boundary: str)
             table = data_io.read_table(str(path), kind, text_column=text_column)
             for i, value in enumerate(table.column(text_column, "text")):
                 if not isinstance(value, str):
-                    raise DataError(f"text in column {text_column!r} is a {type(value).__name__}, not text", where=table.where(i))
+                    raise DataError(
+                        f"text in column {text_column!r} is a {type(value).__name__}, not text",
+                        where=table.where(i),
+                    )
                 if value.strip():
                     yield Piece(value, True, table.where(i))
 
@@ -85,7 +97,9 @@ def _txt_lines(path: Path) -> Iterator[tuple[int, str]]:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
                 raise DataError(
-                    f"not UTF-8 (byte 0x{raw[e.start]:02x})", where=f"{path}:{n}", hint="re-save the file as UTF-8"
+                    f"not UTF-8 (byte 0x{raw[e.start]:02x})",
+                    where=f"{path}:{n}",
+                    hint="re-save the file as UTF-8",
                 ) from None
             if n == 1:
                 line = line.removeprefix("\ufeff")
@@ -165,7 +179,9 @@ class Segments:
 
 
 def _encode(tokenizer: Any, texts: list[str]) -> list[list[int]]:
-    return tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"] if texts else []
+    return (
+        tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"] if texts else []
+    )
 
 
 def _batched(pieces: Iterable[Piece]) -> Iterator[list[Piece]]:
@@ -196,7 +212,9 @@ def iter_token_chunks(pieces: Iterable[Piece], tokenizer: Any, separator: int) -
 def tokenize_stream(pieces: list[Piece], tokenizer: Any, separator: int) -> TokenStream:
     chunks = list(iter_token_chunks(pieces, tokenizer, separator))
     ids = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.uint32)
-    return TokenStream(ids, sum(len(p.text) for p in pieces), sum(len(p.text.encode("utf-8")) for p in pieces))
+    return TokenStream(
+        ids, sum(len(p.text) for p in pieces), sum(len(p.text.encode("utf-8")) for p in pieces)
+    )
 
 
 def tokenize_segments(pieces: list[Piece], tokenizer: Any, *, sentences: bool, max_tokens: int) -> Segments:
@@ -213,7 +231,10 @@ def tokenize_segments(pieces: list[Piece], tokenizer: Any, *, sentences: bool, m
             doc += 1
     ids: list[np.ndarray] = []
     for start in range(0, len(texts), 4096):
-        ids.extend(np.asarray(x[:max_tokens], dtype=np.uint32) for x in _encode(tokenizer, texts[start : start + 4096]))
+        ids.extend(
+            np.asarray(x[:max_tokens], dtype=np.uint32)
+            for x in _encode(tokenizer, texts[start : start + 4096])
+        )
     lengths = np.array([len(x) for x in ids], dtype=np.int64)
     keep = lengths > 0
     ids = [x for x, k in zip(ids, keep) if k]
@@ -229,7 +250,9 @@ def tokenize_segments(pieces: list[Piece], tokenizer: Any, *, sentences: bool, m
 def cache_key(paths: list[Path], tokenizer_fingerprint: str, options: dict[str, Any]) -> str:
     """Changes whenever a file (path, size, mtime), the tokenizer or a tokenizing option changes."""
     files = [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in paths]
-    blob = json.dumps({"files": files, "tokenizer": tokenizer_fingerprint, "options": options, "version": 1}, sort_keys=True)
+    blob = json.dumps(
+        {"files": files, "tokenizer": tokenizer_fingerprint, "options": options, "version": 1}, sort_keys=True
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
@@ -272,7 +295,9 @@ def n_blocks(n_tokens: int, stride: int, span: int) -> int:
     return max(0, (n_tokens - span - (stride - 1)) // stride + 1)
 
 
-def block_starts(n_tokens: int, stride: int, span: int, *, seed: int, epoch: int, shuffle: bool) -> np.ndarray:
+def block_starts(
+    n_tokens: int, stride: int, span: int, *, seed: int, epoch: int, shuffle: bool
+) -> np.ndarray:
     """Start positions of one epoch's blocks; a per-epoch random offset varies the cut points."""
     count = n_blocks(n_tokens, stride, span)
     rng = np.random.default_rng([seed, epoch])

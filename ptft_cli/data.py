@@ -24,6 +24,7 @@ FORMATS_BY_SUFFIX = {
     ".parquet": "parquet",
     ".txt": "txt",
     ".text": "txt",
+    ".raw": "txt",  # WikiText ships its text as .raw
 }
 
 
@@ -71,14 +72,22 @@ def read_table(path: str, fmt: str = "auto", *, text_column: str = "text") -> Ta
     fmt = detect_format(path, fmt)
     p = Path(path)
     if not p.exists():
-        raise DataError("file not found", where=path, hint="check the path (relative paths start at the config's folder)")
+        raise DataError(
+            "file not found", where=path, hint="check the path (relative paths start at the config's folder)"
+        )
     if p.is_dir():
         raise DataError("is a directory, not a data file", where=path)
     if fmt == "parquet":
         table = _read_parquet(path)
     else:
         text = _read_text(path)
-        reader = {"csv": _read_delimited, "tsv": _read_delimited, "jsonl": _read_jsonl, "json": _read_json, "txt": _read_txt}
+        reader = {
+            "csv": _read_delimited,
+            "tsv": _read_delimited,
+            "jsonl": _read_jsonl,
+            "json": _read_json,
+            "txt": _read_txt,
+        }
         table = reader[fmt](path, text, fmt=fmt, text_column=text_column)
     if not table.rows:
         raise DataError("no data rows", where=path, hint="the file is empty or holds only a header")
@@ -108,12 +117,16 @@ def _read_delimited(path: str, text: str, *, fmt: str, text_column: str) -> Tabl
     try:
         header = next(reader)
     except StopIteration:
-        raise DataError("file is empty", where=path, hint="expected a header row, then one row per example") from None
+        raise DataError(
+            "file is empty", where=path, hint="expected a header row, then one row per example"
+        ) from None
     except csv.Error as e:
         raise DataError(f"malformed {fmt.upper()}: {e}", where=f"{path}:1") from None
     header = [h.strip() for h in header]
     if not any(header):
-        raise DataError("the header row is empty", where=f"{path}:1", hint="the first row must name the columns")
+        raise DataError(
+            "the header row is empty", where=f"{path}:1", hint="the first row must name the columns"
+        )
     dupes = sorted({h for h in header if header.count(h) > 1})
     if dupes:
         raise DataError(f"duplicate column name(s) {dupes} in the header", where=f"{path}:1")
@@ -127,7 +140,9 @@ def _read_delimited(path: str, text: str, *, fmt: str, text_column: str) -> Tabl
                 raise DataError(
                     f"row has {len(fields)} fields but the header has {len(header)} ({', '.join(header)})",
                     where=f"{path}:{line}",
-                    hint="quote fields that contain the delimiter" if fmt == "csv" else "TSV fields must not contain tabs",
+                    hint="quote fields that contain the delimiter"
+                    if fmt == "csv"
+                    else "TSV fields must not contain tabs",
                 )
             rows.append(dict(zip(header, fields)))
             lines.append(line)
@@ -144,9 +159,17 @@ def _read_jsonl(path: str, text: str, *, fmt: str, text_column: str) -> Table:
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
-            raise DataError(f"invalid JSON: {e.msg} (column {e.colno})", where=f"{path}:{n}", hint="one JSON object per line") from None
+            raise DataError(
+                f"invalid JSON: {e.msg} (column {e.colno})",
+                where=f"{path}:{n}",
+                hint="one JSON object per line",
+            ) from None
         if not isinstance(obj, dict):
-            raise DataError(f"expected a JSON object, got {type(obj).__name__}", where=f"{path}:{n}", hint="one JSON object per line")
+            raise DataError(
+                f"expected a JSON object, got {type(obj).__name__}",
+                where=f"{path}:{n}",
+                hint="one JSON object per line",
+            )
         rows.append(obj)
         lines.append(n)
     return Table(path, rows, lines)
@@ -161,7 +184,9 @@ def _read_json(path: str, text: str, *, fmt: str, text_column: str) -> Table:
         lists = [v for v in obj.values() if isinstance(v, list)]
         if len(lists) != 1:
             raise DataError(
-                "expected a list of objects (or an object holding exactly one such list)", where=path, hint="or use .jsonl"
+                "expected a list of objects (or an object holding exactly one such list)",
+                where=path,
+                hint="or use .jsonl",
             )
         obj = lists[0]
     if not isinstance(obj, list):

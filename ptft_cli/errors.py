@@ -11,7 +11,9 @@ class PtftError(Exception):
     so a config with three typos is reported in one go.
     """
 
-    def __init__(self, message: str, *, where: str | None = None, key: str | None = None, hint: str | None = None):
+    def __init__(
+        self, message: str, *, where: str | None = None, key: str | None = None, hint: str | None = None
+    ):
         self.message = message
         self.where = where
         self.key = key

@@ -54,7 +54,10 @@ def _resolve_device(device: str, where: str) -> torch.device:
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
             raise ConfigError(
-                "CUDA is not available on this machine", where=where, key="device", hint="use device: auto or cpu"
+                "CUDA is not available on this machine",
+                where=where,
+                key="device",
+                hint="use device: auto or cpu",
             )
         dev = torch.device(device)
         if dev.index is not None and dev.index >= torch.cuda.device_count():
@@ -66,7 +69,9 @@ def _resolve_device(device: str, where: str) -> torch.device:
             )
         return dev if dev.index is not None else torch.device("cuda", 0)
     if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ConfigError("MPS is not available on this machine", where=where, key="device", hint="use device: auto or cpu")
+        raise ConfigError(
+            "MPS is not available on this machine", where=where, key="device", hint="use device: auto or cpu"
+        )
     return torch.device(device)
 
 
@@ -82,11 +87,17 @@ def _resolve_precision(dev: torch.device, precision: str, training: bool, where:
     if precision != "auto":
         if precision == "fp16" and dev.type == "cpu":
             raise ConfigError(
-                "fp16 autocast is not supported on the CPU", where=where, key="precision", hint="use bf16 or fp32 on CPU"
+                "fp16 autocast is not supported on the CPU",
+                where=where,
+                key="precision",
+                hint="use bf16 or fp32 on CPU",
             )
         if precision == "bf16" and dev.type == "cuda" and not torch.cuda.is_bf16_supported():
             raise ConfigError(
-                "this GPU does not support bf16", where=where, key="precision", hint="use fp16 or fp32 on this GPU"
+                "this GPU does not support bf16",
+                where=where,
+                key="precision",
+                hint="use fp16 or fp32 on this GPU",
             )
         return precision, "set in the config"
     if dev.type == "cuda":

@@ -97,7 +97,10 @@ class _Window:
 
     def rates(self, flops_per_token: float | None) -> dict[str, float | None]:
         elapsed = time.perf_counter() - self.start
-        out: dict[str, float | None] = {"loss": self.mean_loss(), "samples_per_s": self.examples / elapsed if elapsed > 0 else None}
+        out: dict[str, float | None] = {
+            "loss": self.mean_loss(),
+            "samples_per_s": self.examples / elapsed if elapsed > 0 else None,
+        }
         if self.tokens:
             out["tokens_per_s"] = self.tokens / elapsed if elapsed > 0 else None
             if flops_per_token and out["tokens_per_s"]:
@@ -147,7 +150,9 @@ class Trainer:
                 while not epoch_done and state.step < plan.total_steps:
                     # one optimizer step = `gradient_accumulation_steps` micro-batches; the loss is
                     # normalised by the items in the whole step, so accumulation equals one big batch
-                    micro = [hooks.collate(b) for b in itertools.islice(batches, t.gradient_accumulation_steps)]
+                    micro = [
+                        hooks.collate(b) for b in itertools.islice(batches, t.gradient_accumulation_steps)
+                    ]
                     epoch_done = len(micro) < t.gradient_accumulation_steps
                     if not micro:
                         break
@@ -240,7 +245,9 @@ class Trainer:
             if state.best_metric is not None:
                 value = float(scalars[state.best_metric])
                 better = state.best_value is None or (
-                    value < state.best_value if hooks.lower_is_better(state.best_metric) else value > state.best_value
+                    value < state.best_value
+                    if hooks.lower_is_better(state.best_metric)
+                    else value > state.best_value
                 )
                 if better:
                     state.best_value, state.best_step, state.evals_without_improvement = value, state.step, 0

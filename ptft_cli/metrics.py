@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 
-
 class MetricsLog:
     """Appends one JSON object per line; each line is flushed so a killed run keeps its history."""
 
@@ -89,7 +88,14 @@ def plot_confusion(matrix: list[list[int]], labels: list[str], path: Path, title
     if k <= 20:
         for i in range(k):
             for j in range(k):
-                ax.text(j, i, str(matrix[i][j]), ha="center", va="center", color="white" if matrix[i][j] > peak / 2 else "black")
+                ax.text(
+                    j,
+                    i,
+                    str(matrix[i][j]),
+                    ha="center",
+                    va="center",
+                    color="white" if matrix[i][j] > peak / 2 else "black",
+                )
     _save_png(fig, path)
     plt.close(fig)
 
@@ -108,7 +114,9 @@ def environment(device: str, precision: str, precision_why: str, config_dir: Pat
         "transformers": transformers.__version__,
         "cuda": torch.version.cuda,
         "device": device,
-        "device_name": torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else platform.processor(),
+        "device_name": torch.cuda.get_device_name(torch.device(device))
+        if device.startswith("cuda")
+        else platform.processor(),
         "precision": precision,
         "precision_reason": precision_why,
         "threads": torch.get_num_threads(),

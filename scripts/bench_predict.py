@@ -22,7 +22,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "sst2")
     parser.add_argument("--texts", type=int, default=10_000)
     args = parser.parse_args()
@@ -63,7 +65,11 @@ predict:
         encoding="utf-8",
     )
     print("fine-tuning the model both tools will use ...", flush=True)
-    subprocess.run([str(Path(sys.executable).with_name("ptft")), "finetune", "--config", str(config)], check=True, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [str(Path(sys.executable).with_name("ptft")), "finetune", "--config", str(config)],
+        check=True,
+        stderr=subprocess.DEVNULL,
+    )
 
     import torch
     from transformers import pipeline
@@ -86,8 +92,10 @@ predict:
 
     same_labels = sum(o["label"] == max(t, key=lambda d: d["score"])["label"] for o, t in zip(ours, theirs))
     max_diff = max(abs(o["probabilities"][d["label"]] - d["score"]) for o, t in zip(ours, theirs) for d in t)
-    print(f"\n| tool | seconds | texts/s |\n|---|---|---|")
-    print(f"| transformers.pipeline (batch_size=32) | {pipe_seconds:.1f} | {len(texts) / pipe_seconds:,.0f} |")
+    print("\n| tool | seconds | texts/s |\n|---|---|---|")
+    print(
+        f"| transformers.pipeline (batch_size=32) | {pipe_seconds:.1f} | {len(texts) / pipe_seconds:,.0f} |"
+    )
     print(f"| ptft predict | {ptft_seconds:.1f} | {len(texts) / ptft_seconds:,.0f} |")
     print(f"\nptft vs pipeline: {pipe_seconds / ptft_seconds:.2f}x faster (target >= 1.5)")
     print(f"identical labels: {same_labels}/{len(texts)}; largest probability difference {max_diff:.2e}")

@@ -23,7 +23,9 @@ def make_sentences(n: int, seed: int) -> list[tuple[str, str]]:
     rows = []
     for i in range(n):
         label = "positive" if i % 2 == 0 else "negative"
-        words = rng.sample(NEUTRAL, rng.randint(2, 8)) + [rng.choice(POSITIVE if label == "positive" else NEGATIVE)]
+        words = rng.sample(NEUTRAL, rng.randint(2, 8)) + [
+            rng.choice(POSITIVE if label == "positive" else NEGATIVE)
+        ]
         rng.shuffle(words)
         rows.append((" ".join(words), label))
     return rows
@@ -40,7 +42,17 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
 
     folder = tmp_path_factory.mktemp("tiny-bert")
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *POSITIVE, *NEGATIVE, *NEUTRAL, *"abcdefghijklmnopqrstuvwxyz"]
+    vocab = [
+        "[PAD]",
+        "[UNK]",
+        "[CLS]",
+        "[SEP]",
+        "[MASK]",
+        *POSITIVE,
+        *NEGATIVE,
+        *NEUTRAL,
+        *"abcdefghijklmnopqrstuvwxyz",
+    ]
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
     tokenizer = BertTokenizerFast(vocab=str(folder / "vocab.txt"), do_lower_case=True)
     config = BertConfig(
@@ -81,7 +93,10 @@ def write_config(tmp_path: Path, tiny_bert: Path, data_dir: Path) -> Callable[..
     """Write a small classification config; keyword `extra` appends YAML lines, `body` replaces it."""
 
     def write(extra: str = "", *, body: str | None = None, name: str = "config.yaml") -> Path:
-        text = body if body is not None else f"""task: classification
+        text = (
+            body
+            if body is not None
+            else f"""task: classification
 output_dir: run
 seed: 0
 device: cpu
@@ -101,6 +116,7 @@ training:
 predict:
   input: data/texts.txt
 """
+        )
         path = tmp_path / name
         path.write_text(text + extra, encoding="utf-8")
         return path

@@ -22,12 +22,18 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_defaults_come_from_the_schema(tmp_path: Path) -> None:
     cfg = config.load(write(tmp_path, "output_dir: out\n"))
-    assert cfg.task == "classification" and cfg.training.learning_rate == 5e-5 and cfg.training.eval_every == "epoch"
+    assert (
+        cfg.task == "classification"
+        and cfg.training.learning_rate == 5e-5
+        and cfg.training.eval_every == "epoch"
+    )
     assert cfg.output_dir == str(tmp_path / "out")  # relative to the config's folder
 
 
 def test_types_are_converted_and_checked(tmp_path: Path) -> None:
-    cfg = config.load(write(tmp_path, "output_dir: o\ntraining:\n  learning_rate: 1e-4\n  epochs: 2\n  eval_every: 50\n"))
+    cfg = config.load(
+        write(tmp_path, "output_dir: o\ntraining:\n  learning_rate: 1e-4\n  epochs: 2\n  eval_every: 50\n")
+    )
     assert cfg.training.learning_rate == 1e-4  # YAML reads `1e-4` as a string; the schema makes it a number
     assert cfg.training.epochs == 2.0 and isinstance(cfg.training.epochs, float)
     assert cfg.training.eval_every == 50
@@ -40,7 +46,10 @@ def test_types_are_converted_and_checked(tmp_path: Path) -> None:
 def test_overrides_are_typed_and_relative_to_the_working_directory(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     path = write(tmp_path, "output_dir: o\n")
-    cfg = config.load(path, ["training.batch_size=8", "data.labels=[neg, pos]", "predict.input=texts.txt", "model.dropout=null"])
+    cfg = config.load(
+        path,
+        ["training.batch_size=8", "data.labels=[neg, pos]", "predict.input=texts.txt", "model.dropout=null"],
+    )
     assert cfg.training.batch_size == 8 and cfg.data.labels == ["neg", "pos"]
     assert cfg.predict.input == str(tmp_path / "texts.txt")
     assert cfg.where("training.batch_size") == "--set"
@@ -56,7 +65,12 @@ def test_overrides_are_typed_and_relative_to_the_working_directory(tmp_path: Pat
 
 def test_hub_ids_stay_hub_ids_and_local_paths_resolve(tmp_path: Path) -> None:
     (tmp_path / "local-model").mkdir()
-    cfg = config.load(write(tmp_path, "output_dir: o\nmodel:\n  name_or_path: local-model\ntokenizer:\n  name_or_path: bert-base-uncased\n"))
+    cfg = config.load(
+        write(
+            tmp_path,
+            "output_dir: o\nmodel:\n  name_or_path: local-model\ntokenizer:\n  name_or_path: bert-base-uncased\n",
+        )
+    )
     assert cfg.model.name_or_path == str(tmp_path / "local-model")
     assert cfg.tokenizer.name_or_path == "bert-base-uncased"
     cfg = config.load(write(tmp_path, "output_dir: o\nmodel:\n  name_or_path: org/some-model\n"))
@@ -80,7 +94,13 @@ def test_resolved_config_round_trips(tmp_path: Path) -> None:
 def test_reference_lists_every_key_once() -> None:
     keys = [row[0] for row in config.reference()]
     assert len(keys) == len(set(keys))
-    assert {"task", "training.learning_rate", "data.labels", "predict.output", "model.freeze_backbone"} <= set(keys)
+    assert {
+        "task",
+        "training.learning_rate",
+        "data.labels",
+        "predict.output",
+        "model.freeze_backbone",
+    } <= set(keys)
     assert all(row[3] for row in config.reference())  # every key documented
 
 
@@ -126,7 +146,9 @@ print(heavy)
 def test_readme_reference_is_generated_from_the_schema() -> None:
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("config_reference", REPO / "scripts" / "config_reference.py")
+    spec = importlib.util.spec_from_file_location(
+        "config_reference", REPO / "scripts" / "config_reference.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     readme = (REPO / "README.md").read_text()

@@ -25,11 +25,25 @@ def trained(cli, write_config, tmp_path: Path) -> Path:
 
 def test_finetune_writes_the_documented_run_directory(trained, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    for name in ("config.yaml", "env.json", "metrics.jsonl", "results.json", "loss.png", "model/config.json", "model/model.safetensors", "model/tokenizer.json"):
+    for name in (
+        "config.yaml",
+        "env.json",
+        "metrics.jsonl",
+        "results.json",
+        "loss.png",
+        "model/config.json",
+        "model/model.safetensors",
+        "model/tokenizer.json",
+    ):
         assert (run / name).is_file(), name
     checkpoints = sorted((run / "checkpoints").iterdir())
     assert [c.name for c in checkpoints] == ["step-00000048"]  # keep_checkpoints: 1, 8 epochs x 6 steps
-    assert {p.name for p in checkpoints[0].iterdir()} >= {"model.safetensors", "training_state.pt", "state.json", "config.json"}
+    assert {p.name for p in checkpoints[0].iterdir()} >= {
+        "model.safetensors",
+        "training_state.pt",
+        "state.json",
+        "config.json",
+    }
     state = json.loads((checkpoints[0] / "state.json").read_text())
     assert state["step"] == 48 and state["epoch"] == 8
     # the training state loads without unpickling code
@@ -110,10 +124,21 @@ def test_a_second_run_never_overwrites_the_first(cli, trained, tmp_path: Path) -
 def test_best_metric_keeps_the_best_model_and_early_stopping_stops(cli, write_config, tmp_path: Path) -> None:
     config = write_config()
     result = cli(
-        "finetune", "--config", config,
-        "--set", "training.epochs=30", "--set", "training.eval_every=3",
-        "--set", "training.best_metric=loss", "--set", "training.early_stopping_patience=2",
-        "--set", "training.lr_scheduler=constant", "--set", "training.learning_rate=0.05",
+        "finetune",
+        "--config",
+        config,
+        "--set",
+        "training.epochs=30",
+        "--set",
+        "training.eval_every=3",
+        "--set",
+        "training.best_metric=loss",
+        "--set",
+        "training.early_stopping_patience=2",
+        "--set",
+        "training.lr_scheduler=constant",
+        "--set",
+        "training.learning_rate=0.05",
     )
     assert result.exit_code == 0, result.output
     evals = [r for r in read_jsonl(tmp_path / "run" / "metrics.jsonl") if "eval_loss" in r]
@@ -131,9 +156,19 @@ def test_best_metric_keeps_the_best_model_and_early_stopping_stops(cli, write_co
 def test_gradient_accumulation_matches_one_big_batch(cli, write_config, tmp_path: Path) -> None:
     """16 examples as 2 micro-batches of 8 give the same update as one batch of 16."""
     weights = []
-    for name, extra in (("big", []), ("accum", ["--set", "training.batch_size=8", "--set", "training.gradient_accumulation_steps=2"])):
+    for name, extra in (
+        ("big", []),
+        ("accum", ["--set", "training.batch_size=8", "--set", "training.gradient_accumulation_steps=2"]),
+    ):
         config = write_config(name=f"{name}.yaml")
-        args = ["--set", f"output_dir={tmp_path / name}", "--set", "training.max_steps=1", "--set", "training.group_by_length=false"]
+        args = [
+            "--set",
+            f"output_dir={tmp_path / name}",
+            "--set",
+            "training.max_steps=1",
+            "--set",
+            "training.group_by_length=false",
+        ]
         result = cli("finetune", "--config", config, *args, *extra)
         assert result.exit_code == 0, result.output
         weights.append(load_file(tmp_path / name / "model" / "model.safetensors"))
@@ -143,7 +178,9 @@ def test_gradient_accumulation_matches_one_big_batch(cli, write_config, tmp_path
 
 def test_freeze_backbone_trains_only_the_head(cli, write_config, tiny_bert: Path, tmp_path: Path) -> None:
     config = write_config()
-    result = cli("finetune", "--config", config, "--set", "model.freeze_backbone=true", "--set", "training.epochs=1")
+    result = cli(
+        "finetune", "--config", config, "--set", "model.freeze_backbone=true", "--set", "training.epochs=1"
+    )
     assert result.exit_code == 0, result.output
     before = load_file(tiny_bert / "model.safetensors")
     after = load_file(tmp_path / "run" / "model" / "model.safetensors")
@@ -152,13 +189,21 @@ def test_freeze_backbone_trains_only_the_head(cli, write_config, tiny_bert: Path
     assert {k for k in after if k not in before} >= {"classifier.weight", "classifier.bias"}
 
 
-def test_train_top_k_layers_freezes_the_lower_layers(cli, write_config, tiny_bert: Path, tmp_path: Path) -> None:
+def test_train_top_k_layers_freezes_the_lower_layers(
+    cli, write_config, tiny_bert: Path, tmp_path: Path
+) -> None:
     config = write_config()
-    result = cli("finetune", "--config", config, "--set", "model.train_top_k_layers=1", "--set", "training.epochs=1")
+    result = cli(
+        "finetune", "--config", config, "--set", "model.train_top_k_layers=1", "--set", "training.epochs=1"
+    )
     assert result.exit_code == 0, result.output
     before = load_file(tiny_bert / "model.safetensors")
     after = load_file(tmp_path / "run" / "model" / "model.safetensors")
-    changed = {k.split(".")[1] + ("." + k.split(".")[3] if ".layer." in k else "") for k in after if k in before and not torch.equal(after[k], before[k])}
+    changed = {
+        k.split(".")[1] + ("." + k.split(".")[3] if ".layer." in k else "")
+        for k in after
+        if k in before and not torch.equal(after[k], before[k])
+    }
     assert changed == {"encoder.1"}  # embeddings and layer 0 untouched (the pooler is new in this checkpoint)
 
 
@@ -171,7 +216,11 @@ def test_freeze_marks_the_right_parameters_trainable(tiny_bert: Path) -> None:
     def trainable(**kw) -> set[str]:
         model = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=3)
         freeze(model, ModelConfig(**kw))
-        return {n.split(".")[1] + ("." + n.split(".")[3] if ".layer." in n else "") for n, p in model.named_parameters() if p.requires_grad}
+        return {
+            n.split(".")[1] + ("." + n.split(".")[3] if ".layer." in n else "")
+            for n, p in model.named_parameters()
+            if p.requires_grad
+        }
 
     assert trainable() == {"embeddings", "encoder.0", "encoder.1", "pooler", "weight", "bias"}
     assert trainable(freeze_backbone=True) == {"weight", "bias"}  # classifier.weight / classifier.bias
@@ -180,14 +229,28 @@ def test_freeze_marks_the_right_parameters_trainable(tiny_bert: Path) -> None:
 
 
 def test_sentence_pairs_and_integer_labels_from_jsonl(cli, write_config, tmp_path: Path) -> None:
-    rows = [{"premise": f"the film was {w}", "hypothesis": f"it was {w}", "label": i % 2} for i, w in enumerate(["good", "bad"] * 20)]
+    rows = [
+        {"premise": f"the film was {w}", "hypothesis": f"it was {w}", "label": i % 2}
+        for i, w in enumerate(["good", "bad"] * 20)
+    ]
     (tmp_path / "data" / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     config = write_config()
     result = cli(
-        "finetune", "--config", config,
-        "--set", "data.train=" + str(tmp_path / "data" / "pairs.jsonl"), "--set", "data.validation=null",
-        "--set", "data.validation_fraction=0.25", "--set", "data.text_column=premise",
-        "--set", "data.text_pair_column=hypothesis", "--set", "training.epochs=1",
+        "finetune",
+        "--config",
+        config,
+        "--set",
+        "data.train=" + str(tmp_path / "data" / "pairs.jsonl"),
+        "--set",
+        "data.validation=null",
+        "--set",
+        "data.validation_fraction=0.25",
+        "--set",
+        "data.text_column=premise",
+        "--set",
+        "data.text_pair_column=hypothesis",
+        "--set",
+        "training.epochs=1",
     )
     assert result.exit_code == 0, result.output
     saved = json.loads((tmp_path / "run" / "model" / "config.json").read_text())

@@ -14,14 +14,24 @@ from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokeniz
 
 SUBJECTS = ["the cat", "a dog", "my friend", "the old man", "her sister", "the film", "this book"]
 VERBS = ["liked", "watched", "found", "praised", "hated", "read", "saw"]
-OBJECTS = ["the garden.", "a good story.", "the long road.", "an old song.", "the red door.", "a quiet night."]
+OBJECTS = [
+    "the garden.",
+    "a good story.",
+    "the long road.",
+    "an old song.",
+    "the red door.",
+    "a quiet night.",
+]
 
 
 def write_corpus(path: Path, n_paragraphs: int, seed: int) -> Path:
     rng = random.Random(seed)
     paragraphs = []
     for _ in range(n_paragraphs):
-        sentences = [f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)}" for _ in range(rng.randint(2, 5))]
+        sentences = [
+            f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)}"
+            for _ in range(rng.randint(2, 5))
+        ]
         paragraphs.append(" ".join(s[0].upper() + s[1:] for s in sentences))
     path.write_text("\n\n".join(paragraphs) + "\n", encoding="utf-8")
     return path
@@ -162,7 +172,9 @@ def test_masked_lm_from_scratch_and_plain_transformers_agree(cli, corpus_dir: Pa
     model = AutoModelForMaskedLM.from_pretrained(run / "model").eval()
     tokenizer = AutoTokenizer.from_pretrained(run / "model")
     assert tokenizer("a dog")["input_ids"][0] == tokenizer.cls_token_id  # saved with its post-processor
-    pieces = list(corpus.iter_pieces([corpus_dir / "valid.txt"], fmt="auto", text_column="text", boundary="paragraph"))
+    pieces = list(
+        corpus.iter_pieces([corpus_dir / "valid.txt"], fmt="auto", text_column="text", boundary="paragraph")
+    )
     stream = corpus.tokenize_stream(pieces, tokenizer, tokenizer.sep_token_id)
     specials = mlm.Specials.of(tokenizer)
     nats, n = 0.0, 0
@@ -170,7 +182,12 @@ def test_masked_lm_from_scratch_and_plain_transformers_agree(cli, corpus_dir: Pa
         for body in _val_bodies(stream, 32, None, 64):
             batch = mlm.collate_packed(body, specials, ObjectiveConfig(), 12345, torch.device("cpu"), None)
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            nats += torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["labels"].reshape(-1), ignore_index=-100, reduction="sum").item()
+            nats += torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]),
+                batch["labels"].reshape(-1),
+                ignore_index=-100,
+                reduction="sum",
+            ).item()
             n += int((batch["labels"] != -100).sum())
     assert n == final["eval_tokens"]
     assert nats / n == pytest.approx(final["eval_loss"], rel=1e-4)
@@ -228,20 +245,41 @@ def test_line_by_line_mlm(cli, corpus_dir: Path, tmp_path: Path) -> None:
     assert "documents" in result.output
 
 
-def test_tokenization_cache_is_reused_and_keyed_on_the_tokenizer(cli, corpus_dir: Path, tmp_path: Path) -> None:
+def test_tokenization_cache_is_reused_and_keyed_on_the_tokenizer(
+    cli, corpus_dir: Path, tmp_path: Path
+) -> None:
     config = clm_config(tmp_path)
     first = cli("pretrain", "--config", config, "--set", "training.max_steps=2")
     assert first.exit_code == 0 and "(cached)" not in first.output
     again = cli("pretrain", "--config", config, "--set", "training.max_steps=2", "--overwrite")
     assert again.exit_code == 0 and "(cached)" in again.output
-    other = cli("pretrain", "--config", config, "--set", "training.max_steps=2", "--overwrite", "--set", "tokenizer.type=bpe", "--set", "tokenizer.vocab_size=300")
+    other = cli(
+        "pretrain",
+        "--config",
+        config,
+        "--set",
+        "training.max_steps=2",
+        "--overwrite",
+        "--set",
+        "tokenizer.type=bpe",
+        "--set",
+        "tokenizer.vocab_size=300",
+    )
     assert other.exit_code == 0, other.output
     assert "(cached)" not in other.output  # a different tokenizer never reuses a stale cache
     assert len(list((tmp_path / "cache" / "tokenized").iterdir())) == 2
 
 
 def test_streaming_pretraining(cli, corpus_dir: Path, tmp_path: Path) -> None:
-    result = cli("pretrain", "--config", clm_config(tmp_path), "--set", "data.streaming=true", "--set", "data.shuffle_buffer=64")
+    result = cli(
+        "pretrain",
+        "--config",
+        clm_config(tmp_path),
+        "--set",
+        "data.streaming=true",
+        "--set",
+        "data.shuffle_buffer=64",
+    )
     assert result.exit_code == 0, result.output
     records = read_jsonl(tmp_path / "run" / "metrics.jsonl")
     train = [r for r in records if "loss" in r]
@@ -262,14 +300,19 @@ def test_stream_blocks_cover_the_stream_and_memory_is_bounded() -> None:
 
 def test_reuse_pretrained_models(cli, corpus_dir: Path, tmp_path: Path, data_dir: Path) -> None:
     """The MLM run's model/ fine-tunes a classifier; the CLM run's model/ continues causal-LM training."""
-    assert cli("pretrain", "--config", mlm_config(tmp_path), "--set", f"output_dir={tmp_path / 'mlm-run'}").exit_code == 0
+    assert (
+        cli(
+            "pretrain", "--config", mlm_config(tmp_path), "--set", f"output_dir={tmp_path / 'mlm-run'}"
+        ).exit_code
+        == 0
+    )
     clf = tmp_path / "clf.yaml"
     clf.write_text(
         f"""task: classification
 output_dir: clf-run
 device: cpu
 model: {{name_or_path: mlm-run/model}}
-data: {{train: {data_dir / 'train.csv'}, validation: {data_dir / 'validation.csv'}}}
+data: {{train: {data_dir / "train.csv"}, validation: {data_dir / "validation.csv"}}}
 training: {{epochs: 1, batch_size: 16}}
 """
     )
@@ -277,10 +320,26 @@ training: {{epochs: 1, batch_size: 16}}
     assert result.exit_code == 0, result.output
     assert (tmp_path / "clf-run" / "model" / "model.safetensors").is_file()
 
-    assert cli("pretrain", "--config", clm_config(tmp_path), "--set", f"output_dir={tmp_path / 'clm-run'}").exit_code == 0
+    assert (
+        cli(
+            "pretrain", "--config", clm_config(tmp_path), "--set", f"output_dir={tmp_path / 'clm-run'}"
+        ).exit_code
+        == 0
+    )
     result = cli(
-        "finetune", "--config", clm_config(tmp_path), "--set", f"output_dir={tmp_path / 'clm-tuned'}", "--set", "model.architecture=null",
-        "--set", f"model.name_or_path={tmp_path / 'clm-run' / 'model'}", "--set", "tokenizer.type=null", "--set", "training.max_steps=10",
+        "finetune",
+        "--config",
+        clm_config(tmp_path),
+        "--set",
+        f"output_dir={tmp_path / 'clm-tuned'}",
+        "--set",
+        "model.architecture=null",
+        "--set",
+        f"model.name_or_path={tmp_path / 'clm-run' / 'model'}",
+        "--set",
+        "tokenizer.type=null",
+        "--set",
+        "training.max_steps=10",
     )
     assert result.exit_code == 0, result.output
     evals = [r for r in read_jsonl(tmp_path / "clm-tuned" / "metrics.jsonl") if "eval_loss" in r]
@@ -301,18 +360,30 @@ def test_evaluate_and_predict_for_language_models(cli, corpus_dir: Path, tmp_pat
     result = cli("predict", "--config", config, "--prompt", "The cat")
     assert result.exit_code == 0, result.output
     (row,) = read_jsonl(tmp_path / "run" / "predictions.jsonl")
-    assert row["prompt"] == "The cat" and 0 < row["new_tokens"] <= 12 and row["finish_reason"] in ("eos", "length")
+    assert (
+        row["prompt"] == "The cat"
+        and 0 < row["new_tokens"] <= 12
+        and row["finish_reason"] in ("eos", "length")
+    )
     (tmp_path / "prompts.txt").write_text("A dog\nThe film liked\nMy\n")
-    result = cli("predict", "--config", config, "--input", tmp_path / "prompts.txt", "--output", tmp_path / "gen.jsonl")
+    result = cli(
+        "predict", "--config", config, "--input", tmp_path / "prompts.txt", "--output", tmp_path / "gen.jsonl"
+    )
     assert result.exit_code == 0, result.output
     rows = read_jsonl(tmp_path / "gen.jsonl")
-    assert [r["prompt"] for r in rows] == ["A dog", "The film liked", "My"] and [r["id"] for r in rows] == [1, 2, 3]
+    assert [r["prompt"] for r in rows] == ["A dog", "The film liked", "My"] and [r["id"] for r in rows] == [
+        1,
+        2,
+        3,
+    ]
 
 
 def test_fill_mask_predictions(cli, corpus_dir: Path, tmp_path: Path) -> None:
     config = mlm_config(tmp_path)
     assert cli("pretrain", "--config", config).exit_code == 0
-    result = cli("predict", "--config", config, "--prompt", "the cat [MASK] the garden.", "--set", "predict.top_k=3")
+    result = cli(
+        "predict", "--config", config, "--prompt", "the cat [MASK] the garden.", "--set", "predict.top_k=3"
+    )
     assert result.exit_code == 0, result.output
     (row,) = read_jsonl(tmp_path / "run" / "predictions.jsonl")
     (mask,) = row["masks"]

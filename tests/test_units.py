@@ -13,7 +13,6 @@ from ptft_cli.config import TrainingConfig
 from ptft_cli.errors import DataError
 from ptft_cli.tasks import classification
 
-
 # --- readers -------------------------------------------------------------------------------------
 
 
@@ -27,8 +26,8 @@ def test_csv_quoting_crlf_and_bom(tmp_path: Path) -> None:
 
 def test_tsv_reads_bare_quotes_literally(tmp_path: Path) -> None:
     p = tmp_path / "a.tsv"
-    p.write_text('sentence\tlabel\nit \'s a "gem \t1\n')
-    assert data.read_table(str(p)).rows == [{"sentence": 'it \'s a "gem ', "label": "1"}]
+    p.write_text("sentence\tlabel\nit 's a \"gem \t1\n")
+    assert data.read_table(str(p)).rows == [{"sentence": "it 's a \"gem ", "label": "1"}]
 
 
 def test_jsonl_json_txt_parquet(tmp_path: Path) -> None:
@@ -51,7 +50,9 @@ def test_labels_inferred_sort_numerically_and_map_by_name_or_id() -> None:
     assert classification.infer_label_names([10, 2, 1, 2]) == ["1", "2", "10"]
     assert classification.infer_label_names(["pos", "neg"]) == ["neg", "pos"]
     table = data.Table("f.csv", [{}] * 4, [2, 3, 4, 5])
-    assert classification.label_ids(table, ["neg", 1, "1", "pos"], ["neg", "pos"], "label", declared=True) == [0, 1, 1, 1]
+    assert classification.label_ids(
+        table, ["neg", 1, "1", "pos"], ["neg", "pos"], "label", declared=True
+    ) == [0, 1, 1, 1]
     with pytest.raises(DataError, match="label '2' is not in data.labels"):
         classification.label_ids(table, ["2"], ["neg", "pos"], "label", declared=True)
     with pytest.raises(DataError, match="not in the training labels"):
@@ -144,7 +145,9 @@ def test_classification_report_golden_values() -> None:
     r = classification.report(y_true, y_pred, ["a", "b", "c"])
     assert r["confusion_matrix"] == [[2, 1, 0], [0, 2, 0], [1, 0, 3]]
     assert r["accuracy"] == pytest.approx(7 / 9)
-    assert r["per_class"]["a"] == pytest.approx({"precision": 2 / 3, "recall": 2 / 3, "f1": 2 / 3, "support": 3})
+    assert r["per_class"]["a"] == pytest.approx(
+        {"precision": 2 / 3, "recall": 2 / 3, "f1": 2 / 3, "support": 3}
+    )
     assert r["per_class"]["b"]["precision"] == pytest.approx(2 / 3) and r["per_class"]["b"]["recall"] == 1.0
     assert r["per_class"]["c"]["f1"] == pytest.approx(2 * 1 * 0.75 / 1.75)
     # same as sklearn.metrics.f1_score(y_true, y_pred, average="macro")

@@ -25,7 +25,12 @@ def _preflight_finetune(cfg: Config, overwrite: bool) -> classification.Prepared
 
     models.check_ref(cfg.model.name_or_path, "model.name_or_path", cfg.where("model.name_or_path"))
     if cfg.tokenizer.name_or_path:
-        models.check_ref(cfg.tokenizer.name_or_path, "tokenizer.name_or_path", cfg.where("tokenizer.name_or_path"), what="tokenizer")
+        models.check_ref(
+            cfg.tokenizer.name_or_path,
+            "tokenizer.name_or_path",
+            cfg.where("tokenizer.name_or_path"),
+            what="tokenizer",
+        )
     prepared = classification.prepare(cfg)
     if cfg.training.best_metric and prepared.validation is None:
         raise ConfigError(
@@ -48,15 +53,26 @@ def validate(cfg: Config) -> None:
 
     models.check_ref(cfg.model.name_or_path, "model.name_or_path", cfg.where("model.name_or_path"))
     if cfg.data.dataset:
-        console.key_values(f"{cfg.source}: valid", [("task", cfg.task), ("data", f"Hub dataset {cfg.data.dataset} (checked when training starts)")])
+        console.key_values(
+            f"{cfg.source}: valid",
+            [("task", cfg.task), ("data", f"Hub dataset {cfg.data.dataset} (checked when training starts)")],
+        )
         return
     prepared = classification.prepare(cfg)
     rows = [
         ("task", cfg.task),
         ("model", cfg.model.name_or_path),
-        ("labels", f"{len(prepared.labels)}: {', '.join(prepared.labels[:10])}{' ...' if len(prepared.labels) > 10 else ''}"),
+        (
+            "labels",
+            f"{len(prepared.labels)}: {', '.join(prepared.labels[:10])}{' ...' if len(prepared.labels) > 10 else ''}",
+        ),
         ("train", f"{len(prepared.train.labels):,} rows from {prepared.train.source}"),
-        ("validation", f"{len(prepared.validation.labels):,} rows from {prepared.validation.source}" if prepared.validation else "none"),
+        (
+            "validation",
+            f"{len(prepared.validation.labels):,} rows from {prepared.validation.source}"
+            if prepared.validation
+            else "none",
+        ),
         ("output_dir", cfg.output_dir),
     ]
     if cfg.predict.input:
@@ -98,14 +114,20 @@ def finetune(cfg: Config, *, overwrite: bool = False) -> dict[str, Any]:
 
     started = time.perf_counter()
     max_len = cfg.tokenizer.max_length
-    train = classification.encode(tokenizer, prepared.train.texts, prepared.train.pairs, prepared.train.labels, max_len)
+    train = classification.encode(
+        tokenizer, prepared.train.texts, prepared.train.pairs, prepared.train.labels, max_len
+    )
     val = None
     if prepared.validation is not None:
         v = prepared.validation
         val = classification.encode(tokenizer, v.texts, v.pairs, v.labels, max_len)
     pad_id = tokenizer.pad_token_id
     lengths = train.lengths
-    n_batches = len(batching.epoch_batches(lengths, t.batch_size, seed=cfg.seed, epoch=0, group_by_length=t.group_by_length))
+    n_batches = len(
+        batching.epoch_batches(
+            lengths, t.batch_size, seed=cfg.seed, epoch=0, group_by_length=t.group_by_length
+        )
+    )
     plan = loop.Plan.make(n_batches, t)
     optimizer = optim.adamw(model, t, hw.device)
     scheduler = optim.scheduler(optimizer, t, plan.total_steps)
@@ -115,11 +137,20 @@ def finetune(cfg: Config, *, overwrite: bool = False) -> dict[str, Any]:
     console.key_values(
         f"ptft finetune · {cfg.source.name}",
         [
-            ("task", f"classification, {len(prepared.labels)} labels: {', '.join(prepared.labels[:8])}{' ...' if len(prepared.labels) > 8 else ''}"),
+            (
+                "task",
+                f"classification, {len(prepared.labels)} labels: {', '.join(prepared.labels[:8])}{' ...' if len(prepared.labels) > 8 else ''}",
+            ),
             ("model", f"{model_ref} ({type(model).__name__}, attention {attn})"),
             ("parameters", f"{console.count(total)} total, {console.count(trainable)} trainable"),
-            ("train", f"{len(lengths):,} examples, {sum(lengths) / len(lengths):.1f} tokens on average (max {max_len})"),
-            ("validation", f"{len(val.lengths):,} examples ({prepared.validation.source})" if val else "none"),
+            (
+                "train",
+                f"{len(lengths):,} examples, {sum(lengths) / len(lengths):.1f} tokens on average (max {max_len})",
+            ),
+            (
+                "validation",
+                f"{len(val.lengths):,} examples ({prepared.validation.source})" if val else "none",
+            ),
             ("device", f"{hw.device} · {hw.precision} ({hw.why})"),
             (
                 "batch",
@@ -142,7 +173,9 @@ def finetune(cfg: Config, *, overwrite: bool = False) -> dict[str, Any]:
         return classification.evaluate(m, val, prepared.labels, pad_id, t.eval_batch_size, hw)
 
     hooks = loop.TaskHooks(
-        epoch_batches=lambda epoch: batching.epoch_batches(lengths, t.batch_size, seed=cfg.seed, epoch=epoch, group_by_length=t.group_by_length),
+        epoch_batches=lambda epoch: batching.epoch_batches(
+            lengths, t.batch_size, seed=cfg.seed, epoch=epoch, group_by_length=t.group_by_length
+        ),
         collate=lambda idx: classification.collate(train, idx, pad_id, hw.device),
         loss_sum=lambda m, batch: classification.loss_sum(m, batch, hw, t.label_smoothing),
         count=lambda batch: int(batch["labels"].shape[0]),
@@ -186,22 +219,43 @@ def evaluate(cfg: Config) -> dict[str, Any]:
     if examples is None:
         examples = classification.read_labelled(cfg, data_path, classification.label_names(model))
     labels = classification.label_names(model)
-    enc = classification.encode(tokenizer, examples.texts, examples.pairs, examples.labels, cfg.tokenizer.max_length)
+    enc = classification.encode(
+        tokenizer, examples.texts, examples.pairs, examples.labels, cfg.tokenizer.max_length
+    )
 
     started = time.perf_counter()
     with console.simple_progress(len(enc.labels), "evaluate") as progress:
         task_id = progress.add_task("evaluate", total=len(enc.labels), rate="")
         metrics = classification.evaluate(
-            model, enc, labels, tokenizer.pad_token_id, cfg.training.eval_batch_size, hw, lambda n: progress.advance(task_id, n)
+            model,
+            enc,
+            labels,
+            tokenizer.pad_token_id,
+            cfg.training.eval_batch_size,
+            hw,
+            lambda n: progress.advance(task_id, n),
         )
     seconds = time.perf_counter() - started
-    metrics.update({"examples": len(enc.labels), "model": model_ref, "data": data_path, "precision": hw.precision, "seconds": round(seconds, 2)})
+    metrics.update(
+        {
+            "examples": len(enc.labels),
+            "model": model_ref,
+            "data": data_path,
+            "precision": hw.precision,
+            "seconds": round(seconds, 2),
+        }
+    )
 
     from ptft_cli.metrics import plot_confusion
 
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / "metrics.json", metrics)
-    plot_confusion(metrics["confusion_matrix"], labels, out_dir / "confusion_matrix.png", f"{Path(data_path).name}: confusion")
+    plot_confusion(
+        metrics["confusion_matrix"],
+        labels,
+        out_dir / "confusion_matrix.png",
+        f"{Path(data_path).name}: confusion",
+    )
     console.metrics_table(
         f"evaluate · {Path(data_path).name} · {len(enc.labels):,} examples",
         {"loss": metrics["loss"], "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]},
@@ -231,15 +285,26 @@ def _read_predict_input(cfg: Config) -> tuple[list[str], list[str] | None, list[
     path = cfg.predict.input
     if not path:
         raise ConfigError(
-            "no input texts", where=cfg.where("predict.input"), key="predict.input", hint="pass --input FILE or set predict.input"
+            "no input texts",
+            where=cfg.where("predict.input"),
+            key="predict.input",
+            hint="pass --input FILE or set predict.input",
         )
     fmt = data_io.detect_format(path, "auto")
     if fmt not in ("txt", "jsonl", "csv", "tsv", "json", "parquet"):
         raise DataError(f"cannot read texts from {fmt}", where=path)
     table = data_io.read_table(path, fmt, text_column=cfg.data.text_column)
     texts = classification._texts(table, cfg.data.text_column, "text")
-    pairs = classification._texts(table, cfg.data.text_pair_column, "second text") if cfg.data.text_pair_column and fmt != "txt" else None
-    ids = [row.get("id", line) for row, line in zip(table.rows, table.lines)] if fmt != "txt" else list(table.lines)
+    pairs = (
+        classification._texts(table, cfg.data.text_pair_column, "second text")
+        if cfg.data.text_pair_column and fmt != "txt"
+        else None
+    )
+    ids = (
+        [row.get("id", line) for row, line in zip(table.rows, table.lines)]
+        if fmt != "txt"
+        else list(table.lines)
+    )
     return texts, pairs, ids
 
 
@@ -271,21 +336,35 @@ def predict(cfg: Config) -> Path:
     batches = batching.inference_batches(enc.lengths, cfg.training.eval_batch_size)
     with console.simple_progress(len(texts), "predict") as progress:
         task_id = progress.add_task("predict", total=len(texts), rate="")
-        probs, _ = classification.forward_probs(model, batches, enc, tokenizer.pad_token_id, hw, lambda n: progress.advance(task_id, n))
+        probs, _ = classification.forward_probs(
+            model, batches, enc, tokenizer.pad_token_id, hw, lambda n: progress.advance(task_id, n)
+        )
     seconds = time.perf_counter() - started
     _write_predictions(out, ids, texts, probs.tolist(), labels)
-    console.info(f"{len(texts):,} predictions in {seconds:.1f}s ({len(texts) / max(seconds, 1e-9):,.0f} texts/s, {hw.precision}) → {out}")
+    console.info(
+        f"{len(texts):,} predictions in {seconds:.1f}s ({len(texts) / max(seconds, 1e-9):,.0f} texts/s, {hw.precision}) → {out}"
+    )
     return out
 
 
-def _write_predictions(out: Path, ids: list[Any], texts: list[str], probs: list[list[float]], labels: list[str]) -> None:
+def _write_predictions(
+    out: Path, ids: list[Any], texts: list[str], probs: list[list[float]], labels: list[str]
+) -> None:
     import csv
     import io
 
     rows = []
     for i, text, p in zip(ids, texts, probs):
         best = max(range(len(p)), key=p.__getitem__)
-        rows.append({"id": i, "text": text, "label": labels[best], "score": p[best], "probabilities": dict(zip(labels, p))})
+        rows.append(
+            {
+                "id": i,
+                "text": text,
+                "label": labels[best],
+                "score": p[best],
+                "probabilities": dict(zip(labels, p)),
+            }
+        )
     if out.suffix.lower() == ".jsonl":
         body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     else:

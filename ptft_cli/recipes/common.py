@@ -53,11 +53,16 @@ def start_run(cfg: Config, run: RunDir, hw: Any, *, overwrite: bool) -> Any:
 
     run.claim(overwrite=overwrite)
     atomic_write_text(run.config_yaml, f"# resolved by ptft from {cfg.source}\n{dump(cfg)}")
-    atomic_write_json(run.env_json, environment(str(hw.device), hw.precision, hw.why, cfg.source.parent if cfg.source else None))
+    atomic_write_json(
+        run.env_json,
+        environment(str(hw.device), hw.precision, hw.why, cfg.source.parent if cfg.source else None),
+    )
     return MetricsLog(run.metrics_jsonl)
 
 
-def finish_run(cfg: Config, run: RunDir, log: Any, trainer: Any, state: Any, *, started: float, train_started: float) -> dict[str, Any]:
+def finish_run(
+    cfg: Config, run: RunDir, log: Any, trainer: Any, state: Any, *, started: float, train_started: float
+) -> dict[str, Any]:
     """results.json, loss.png and the final table."""
     from ptft_cli.metrics import plot_losses
 
@@ -71,7 +76,9 @@ def finish_run(cfg: Config, run: RunDir, log: Any, trainer: Any, state: Any, *, 
         "examples_seen": state.examples,
         "stopped_early": state.stopped_early,
         "final": state.last_eval,
-        "best": {"metric": t.best_metric, "value": state.best_value, "step": state.best_step} if t.best_metric else None,
+        "best": {"metric": t.best_metric, "value": state.best_value, "step": state.best_step}
+        if t.best_metric
+        else None,
         "model_dir": str(run.model_dir),
     }
     atomic_write_json(run.results_json, results)

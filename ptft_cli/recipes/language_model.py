@@ -18,23 +18,28 @@ import numpy as np
 
 from ptft_cli import console, corpus
 from ptft_cli.checkpoint import RunDir, atomic_write_json, atomic_write_text
-from ptft_cli.config import Config
-from ptft_cli.errors import ConfigError, DataError
+from ptft_cli.config import PRETRAIN_TASKS, Config
+from ptft_cli.errors import ConfigError, DataError, RunDirError
 from ptft_cli.recipes.common import check_output_dir, finish_run, start_run, trained_model_ref
 from ptft_cli.tasks import lm
-
 
 # ---------------------------------------------------------------------------------------------
 # Preflight (pure Python)
 
 
-def _preflight(cfg: Config, overwrite: bool, command: str) -> lm.CorpusFiles:
+def _check_inputs(cfg: Config, command: str) -> lm.CorpusFiles:
+    """Everything about the model, tokenizer and data that can be checked without loading them."""
     from ptft_cli import models
 
     files = lm.corpus_files(cfg)
     m = cfg.model
     if command == "finetune" and not m.name_or_path:
-        raise ConfigError("fine-tuning needs a pretrained model", where=cfg.where("model"), key="model.name_or_path", hint="`ptft pretrain` builds new models")
+        raise ConfigError(
+            "fine-tuning needs a pretrained model",
+            where=cfg.where("model"),
+            key="model.name_or_path",
+            hint="`ptft pretrain` builds new models",
+        )
     if not m.name_or_path and not m.architecture:
         raise ConfigError(
             "no model: name a pretrained one or an architecture to build",
@@ -46,16 +51,30 @@ def _preflight(cfg: Config, overwrite: bool, command: str) -> lm.CorpusFiles:
         models.check_ref(m.name_or_path, "model.name_or_path", cfg.where("model.name_or_path"))
         lm.check_objective_fits_model(cfg, m.name_or_path)
     if cfg.tokenizer.name_or_path:
-        models.check_ref(cfg.tokenizer.name_or_path, "tokenizer.name_or_path", cfg.where("tokenizer.name_or_path"), what="tokenizer")
-    if cfg.training.best_metric and not files.validation and (cfg.data.validation_fraction == 0 or cfg.data.streaming):
-        raise ConfigError("needs validation data to compare models", where=cfg.where("training.best_metric"), key="training.best_metric")
-    check_output_dir(cfg, overwrite)
+        models.check_ref(
+            cfg.tokenizer.name_or_path,
+            "tokenizer.name_or_path",
+            cfg.where("tokenizer.name_or_path"),
+            what="tokenizer",
+        )
+    if (
+        cfg.training.best_metric
+        and not files.validation
+        and (cfg.data.validation_fraction == 0 or cfg.data.streaming)
+    ):
+        raise ConfigError(
+            "needs validation data to compare models",
+            where=cfg.where("training.best_metric"),
+            key="training.best_metric",
+        )
     return files
 
 
 def _pieces(cfg: Config, paths: list[Path]) -> list[corpus.Piece]:
     d = cfg.data
-    return list(corpus.iter_pieces(paths, fmt=d.format, text_column=d.text_column, boundary=d.document_boundary))
+    return list(
+        corpus.iter_pieces(paths, fmt=d.format, text_column=d.text_column, boundary=d.document_boundary)
+    )
 
 
 @dataclass
@@ -69,11 +88,18 @@ class Texts:
 def read_texts(cfg: Config, files: lm.CorpusFiles) -> Texts:
     train = _pieces(cfg, files.train)
     if not any(p.text.strip() for p in train):
-        raise DataError("the training corpus is empty", where=str(files.train[0]), key="data.train", hint="point data.train at text files with content")
+        raise DataError(
+            "the training corpus is empty",
+            where=str(files.train[0]),
+            key="data.train",
+            hint="point data.train at text files with content",
+        )
     if files.validation:
         validation = _pieces(cfg, files.validation)
         if not any(p.text.strip() for p in validation):
-            raise DataError("the validation corpus is empty", where=str(files.validation[0]), key="data.validation")
+            raise DataError(
+                "the validation corpus is empty", where=str(files.validation[0]), key="data.validation"
+            )
     elif cfg.data.validation_fraction > 0:
         train, validation = corpus.split_tail(train, cfg.data.validation_fraction)
     else:
@@ -82,34 +108,30 @@ def read_texts(cfg: Config, files: lm.CorpusFiles) -> Texts:
 
 
 def validate(cfg: Config) -> None:
-    files = _preflight_paths_only(cfg)
-    rows: list[tuple[str, Any]] = [("task", cfg.task), ("model", cfg.model.name_or_path or f"new {cfg.model.architecture}")]
+    files = _check_inputs(cfg, "pretrain" if cfg.task in PRETRAIN_TASKS else "finetune")
+    rows: list[tuple[str, Any]] = [
+        ("task", cfg.task),
+        ("model", cfg.model.name_or_path or f"new {cfg.model.architecture}"),
+    ]
     if cfg.data.streaming:
         rows.append(("train", f"{len(files.train)} file(s), streamed (read when training starts)"))
     else:
         texts = read_texts(cfg, files)
-        rows.append(("train", f"{sum(len(p.text) for p in texts.train):,} characters in {len(files.train)} file(s)"))
-        rows.append(("validation", f"{sum(len(p.text) for p in texts.validation):,} characters" if texts.validation else "none"))
+        rows.append(
+            ("train", f"{sum(len(p.text) for p in texts.train):,} characters in {len(files.train)} file(s)")
+        )
+        rows.append(
+            (
+                "validation",
+                f"{sum(len(p.text) for p in texts.validation):,} characters" if texts.validation else "none",
+            )
+        )
     rows.append(("output_dir", cfg.output_dir))
     console.key_values(f"{cfg.source}: valid", rows)
     try:
         RunDir(cfg.output_dir).check_claimable(overwrite=False, where=cfg.where("output_dir"))
-    except ConfigError as e:
+    except RunDirError as e:
         console.warn(f"training would refuse to start: {e.line()}")
-    except Exception as e:  # RunDirError
-        console.warn(f"training would refuse to start: {e}")
-
-
-def _preflight_paths_only(cfg: Config) -> lm.CorpusFiles:
-    from ptft_cli import models
-
-    files = lm.corpus_files(cfg)
-    if cfg.model.name_or_path:
-        models.check_ref(cfg.model.name_or_path, "model.name_or_path", cfg.where("model.name_or_path"))
-        lm.check_objective_fits_model(cfg, cfg.model.name_or_path)
-    elif not cfg.model.architecture:
-        raise ConfigError("no model: set model.name_or_path or model.architecture", where=cfg.where("model"), key="model.name_or_path")
-    return files
 
 
 # ---------------------------------------------------------------------------------------------
@@ -129,17 +151,25 @@ def _options(cfg: Config, unit: str) -> dict[str, Any]:
     }
 
 
-def token_streams(cfg: Config, files: lm.CorpusFiles, texts: Texts, tokenizer: Any) -> tuple[corpus.TokenStream, corpus.TokenStream | None, bool]:
+def token_streams(
+    cfg: Config, files: lm.CorpusFiles, texts: Texts, tokenizer: Any
+) -> tuple[corpus.TokenStream, corpus.TokenStream | None, bool]:
     """Train and validation token streams, from the cache when the files, tokenizer and options match."""
     from ptft_cli.tokenizer_train import fingerprint
 
     sep = lm.separator_id(tokenizer, cfg.task)
-    key = corpus.cache_key(files.train + files.validation, fingerprint(tokenizer), _options(cfg, f"stream-{sep}"))
+    key = corpus.cache_key(
+        files.train + files.validation, fingerprint(tokenizer), _options(cfg, f"stream-{sep}")
+    )
     hit = corpus.cache_load(cfg.data.cache_dir, key)
     if hit is not None:
         meta = hit["meta"]
         train = corpus.TokenStream(hit["train"], meta["train_chars"], meta["train_bytes"])
-        val = corpus.TokenStream(hit["validation"], meta["val_chars"], meta["val_bytes"]) if meta["has_validation"] else None
+        val = (
+            corpus.TokenStream(hit["validation"], meta["val_chars"], meta["val_bytes"])
+            if meta["has_validation"]
+            else None
+        )
         return train, val, True
     train = corpus.tokenize_stream(texts.train, tokenizer, sep)
     val = corpus.tokenize_stream(texts.validation, tokenizer, sep) if texts.validation else None
@@ -155,18 +185,32 @@ def token_streams(cfg: Config, files: lm.CorpusFiles, texts: Texts, tokenizer: A
     return train, val, False
 
 
-def token_segments(cfg: Config, files: lm.CorpusFiles, texts: Texts, tokenizer: Any, *, sentences: bool) -> tuple[corpus.Segments, corpus.Segments | None, bool]:
+def token_segments(
+    cfg: Config, files: lm.CorpusFiles, texts: Texts, tokenizer: Any, *, sentences: bool
+) -> tuple[corpus.Segments, corpus.Segments | None, bool]:
     from ptft_cli.tokenizer_train import fingerprint
 
     max_tokens = cfg.tokenizer.max_length - 2
-    key = corpus.cache_key(files.train + files.validation, fingerprint(tokenizer), _options(cfg, "sentences" if sentences else "documents"))
+    key = corpus.cache_key(
+        files.train + files.validation,
+        fingerprint(tokenizer),
+        _options(cfg, "sentences" if sentences else "documents"),
+    )
     hit = corpus.cache_load(cfg.data.cache_dir, key)
     if hit is not None:
         train = corpus.Segments(hit["train_ids"], hit["train_offsets"], hit["train_doc"])
-        val = corpus.Segments(hit["val_ids"], hit["val_offsets"], hit["val_doc"]) if hit["meta"]["has_validation"] else None
+        val = (
+            corpus.Segments(hit["val_ids"], hit["val_offsets"], hit["val_doc"])
+            if hit["meta"]["has_validation"]
+            else None
+        )
         return train, val, True
     train = corpus.tokenize_segments(texts.train, tokenizer, sentences=sentences, max_tokens=max_tokens)
-    val = corpus.tokenize_segments(texts.validation, tokenizer, sentences=sentences, max_tokens=max_tokens) if texts.validation else None
+    val = (
+        corpus.tokenize_segments(texts.validation, tokenizer, sentences=sentences, max_tokens=max_tokens)
+        if texts.validation
+        else None
+    )
     empty = corpus.Segments(np.zeros(0, np.uint32), np.zeros(1, np.int64), np.zeros(0, np.int64))
     v = val or empty
     arrays = {
@@ -189,15 +233,17 @@ class Objective:
     validation_size: str
 
 
-def _objective(cfg: Config, files: lm.CorpusFiles, texts: Texts | None, tokenizer: Any, hw: Any, flops: float) -> tuple[Objective, bool]:
+def _objective(
+    cfg: Config, files: lm.CorpusFiles, texts: Texts | None, tokenizer: Any, hw: Any, flops: float
+) -> tuple[Objective, bool]:
     """Build the batch order, collation, loss and evaluation of the configured objective."""
     from ptft_cli import batching, loop
     from ptft_cli.tasks import clm, mlm
 
     t, d, o = cfg.training, cfg.data, cfg.objective
     T, seed, device = cfg.tokenizer.max_length, cfg.seed, hw.device
-    lower = lambda name: name in lm.LOWER_IS_BETTER  # noqa: E731
-    tokens_of = lambda b: int(b["attention_mask"].sum()) if "attention_mask" in b else b["input_ids"].numel()  # noqa: E731
+    lower = lambda name: name in lm.LOWER_IS_BETTER
+    tokens_of = lambda b: int(b["attention_mask"].sum()) if "attention_mask" in b else b["input_ids"].numel()
 
     if cfg.task == "clm":
         if d.streaming:
@@ -207,7 +253,9 @@ def _objective(cfg: Config, files: lm.CorpusFiles, texts: Texts | None, tokenize
                 collate=lambda blocks: clm.collate_blocks(blocks, device),
                 loss_sum=lambda m, b: clm.loss_sum(m, b, hw),
                 count=lambda b: b["labels"].numel(),
-                evaluate=(lambda m: clm.evaluate(m, val, T, t.eval_batch_size, hw, d.max_eval_samples)) if val is not None else None,
+                evaluate=(lambda m: clm.evaluate(m, val, T, t.eval_batch_size, hw, d.max_eval_samples))
+                if val is not None
+                else None,
                 lower_is_better=lower,
                 tokens=tokens_of,
                 flops_per_token=flops,
@@ -223,7 +271,9 @@ def _objective(cfg: Config, files: lm.CorpusFiles, texts: Texts | None, tokenize
             collate=lambda starts: clm.collate_blocks(clm.gather(ids, starts, T + 1), device),
             loss_sum=lambda m, b: clm.loss_sum(m, b, hw),
             count=lambda b: b["labels"].numel(),
-            evaluate=(lambda m: clm.evaluate(m, val, T, t.eval_batch_size, hw, d.max_eval_samples)) if val is not None else None,
+            evaluate=(lambda m: clm.evaluate(m, val, T, t.eval_batch_size, hw, d.max_eval_samples))
+            if val is not None
+            else None,
             lower_is_better=lower,
             tokens=tokens_of,
             flops_per_token=flops,
@@ -242,30 +292,44 @@ def _objective(cfg: Config, files: lm.CorpusFiles, texts: Texts | None, tokenize
         sents, val_sents, cached = token_segments(cfg, files, texts, tokenizer, sentences=True)
         pairs = mlm.nsp_pairs(sents, T, o.nsp_random_ratio, seed)
         if not pairs:
-            raise DataError("no sentence pairs could be built from the corpus", where=str(files.train[0]), key="data.train", hint="NSP needs documents of 2+ sentences")
+            raise DataError(
+                "no sentence pairs could be built from the corpus",
+                where=str(files.train[0]),
+                key="data.train",
+                hint="NSP needs documents of 2+ sentences",
+            )
         val_pairs = mlm.nsp_pairs(val_sents, T, o.nsp_random_ratio, seed + 1) if val_sents is not None else []
         lengths = [len(p.a) + len(p.b) + 3 for p in pairs]
-        collate_train = lambda idx, s=seed: mlm.collate_pairs(pairs, idx, specials, o, s, device, ws)  # noqa: E731
-        collate_val = lambda idx, s: mlm.collate_pairs(val_pairs, idx, specials, o, s, device, ws)  # noqa: E731
-        val_specs = batching.inference_batches([len(p.a) + len(p.b) + 3 for p in val_pairs][: d.max_eval_samples], t.eval_batch_size)
-        batches_of = lambda epoch: batching.epoch_batches(lengths, t.batch_size, seed=seed, epoch=epoch, group_by_length=t.group_by_length)  # noqa: E731
+        collate_train = lambda idx, s=seed: mlm.collate_pairs(pairs, idx, specials, o, s, device, ws)
+        collate_val = lambda idx, s: mlm.collate_pairs(val_pairs, idx, specials, o, s, device, ws)
+        val_specs = batching.inference_batches(
+            [len(p.a) + len(p.b) + 3 for p in val_pairs][: d.max_eval_samples], t.eval_batch_size
+        )
+        batches_of = lambda epoch: batching.epoch_batches(
+            lengths, t.batch_size, seed=seed, epoch=epoch, group_by_length=t.group_by_length
+        )
         sizes = (f"{len(pairs):,} sentence pairs", f"{len(val_pairs):,} sentence pairs")
     elif not d.packing:
         assert texts is not None
         segs, val_segs, cached = token_segments(cfg, files, texts, tokenizer, sentences=False)
         lengths = (np.diff(segs.offsets) + 2).tolist()
-        collate_train = lambda idx, s=seed: mlm.collate_segments(segs, idx, specials, o, s, device, ws)  # noqa: E731
-        collate_val = lambda idx, s: mlm.collate_segments(val_segs, idx, specials, o, s, device, ws)  # noqa: E731
+        collate_train = lambda idx, s=seed: mlm.collate_segments(segs, idx, specials, o, s, device, ws)
+        collate_val = lambda idx, s: mlm.collate_segments(val_segs, idx, specials, o, s, device, ws)
         val_lengths = (np.diff(val_segs.offsets) + 2).tolist() if val_segs is not None else []
         val_specs = batching.inference_batches(val_lengths[: d.max_eval_samples], t.eval_batch_size)
-        batches_of = lambda epoch: batching.epoch_batches(lengths, t.batch_size, seed=seed, epoch=epoch, group_by_length=t.group_by_length)  # noqa: E731
-        sizes = (f"{len(segs):,} documents", f"{len(val_segs):,} documents" if val_segs is not None else "none")
+        batches_of = lambda epoch: batching.epoch_batches(
+            lengths, t.batch_size, seed=seed, epoch=epoch, group_by_length=t.group_by_length
+        )
+        sizes = (
+            f"{len(segs):,} documents",
+            f"{len(val_segs):,} documents" if val_segs is not None else "none",
+        )
     elif d.streaming:
         val = _stream_validation(cfg, files, tokenizer)
-        collate_train = lambda body, s=seed: mlm.collate_packed(body, specials, o, s, device, ws)  # noqa: E731
+        collate_train = lambda body, s=seed: mlm.collate_packed(body, specials, o, s, device, ws)
         collate_val = collate_train
         val_specs = _val_bodies(val, T, d.max_eval_samples, t.eval_batch_size) if val is not None else []
-        batches_of = lambda epoch: _stream_batches(cfg, files, tokenizer, T - 2, T - 2, epoch)  # noqa: E731
+        batches_of = lambda epoch: _stream_batches(cfg, files, tokenizer, T - 2, T - 2, epoch)
         sizes = (f"streamed from {len(files.train)} file(s)", _tokens(val))
         cached, lengths = False, None
     else:
@@ -273,10 +337,12 @@ def _objective(cfg: Config, files: lm.CorpusFiles, texts: Texts | None, tokenize
         train, val, cached = token_streams(cfg, files, texts, tokenizer)
         ids = train.ids
         _check_enough(cfg, len(ids), T - 2)
-        collate_train = lambda starts, s=seed: mlm.collate_packed(ids[starts[:, None] + np.arange(T - 2)[None, :]], specials, o, s, device, ws)  # noqa: E731
-        collate_val = lambda body, s: mlm.collate_packed(body, specials, o, s, device, ws)  # noqa: E731
+        collate_train = lambda starts, s=seed: mlm.collate_packed(
+            ids[starts[:, None] + np.arange(T - 2)[None, :]], specials, o, s, device, ws
+        )
+        collate_val = lambda body, s: mlm.collate_packed(body, specials, o, s, device, ws)
         val_specs = _val_bodies(val, T, d.max_eval_samples, t.eval_batch_size) if val is not None else []
-        batches_of = lambda epoch: mlm.epoch_batches_packed(len(ids), T, t.batch_size, seed=seed, epoch=epoch)  # noqa: E731
+        batches_of = lambda epoch: mlm.epoch_batches_packed(len(ids), T, t.batch_size, seed=seed, epoch=epoch)
         sizes = (_tokens(train), _tokens(val))
         lengths = None
 
@@ -311,11 +377,19 @@ def _check_enough(cfg: Config, n_tokens: int, span: int) -> None:
         )
 
 
-def _val_bodies(val: corpus.TokenStream, length: int, max_blocks: int | None, batch_size: int) -> list[np.ndarray]:
+def _val_bodies(
+    val: corpus.TokenStream, length: int, max_blocks: int | None, batch_size: int
+) -> list[np.ndarray]:
     """Non-overlapping validation blocks (contents without CLS/SEP), batched."""
     ids = val.ids
-    starts = corpus.block_starts(len(ids), length - 2, length - 2, seed=0, epoch=0, shuffle=False)[:max_blocks]
-    bodies = ids[starts[:, None] + np.arange(length - 2)[None, :]] if len(starts) else np.zeros((0, length - 2), np.uint32)
+    starts = corpus.block_starts(len(ids), length - 2, length - 2, seed=0, epoch=0, shuffle=False)[
+        :max_blocks
+    ]
+    bodies = (
+        ids[starts[:, None] + np.arange(length - 2)[None, :]]
+        if len(starts)
+        else np.zeros((0, length - 2), np.uint32)
+    )
     return [bodies[i : i + batch_size] for i in range(0, len(bodies), batch_size)]
 
 
@@ -329,9 +403,13 @@ def _stream_validation(cfg: Config, files: lm.CorpusFiles, tokenizer: Any) -> co
 def _stream_batches(cfg: Config, files: lm.CorpusFiles, tokenizer: Any, span: int, stride: int, epoch: int):
     """Streaming: read, tokenize, cut and shuffle on the fly; memory stays bounded by the buffers."""
     d = cfg.data
-    pieces = corpus.iter_pieces(files.train, fmt=d.format, text_column=d.text_column, boundary=d.document_boundary)
+    pieces = corpus.iter_pieces(
+        files.train, fmt=d.format, text_column=d.text_column, boundary=d.document_boundary
+    )
     chunks = corpus.iter_token_chunks(pieces, tokenizer, lm.separator_id(tokenizer, cfg.task))
-    blocks = corpus.iter_stream_blocks(chunks, span, stride, buffer_blocks=d.shuffle_buffer, seed=cfg.seed, epoch=epoch)
+    blocks = corpus.iter_stream_blocks(
+        chunks, span, stride, buffer_blocks=d.shuffle_buffer, seed=cfg.seed, epoch=epoch
+    )
     batch: list[np.ndarray] = []
     for block in blocks:
         batch.append(block)
@@ -347,7 +425,8 @@ def _stream_batches(cfg: Config, files: lm.CorpusFiles, tokenizer: Any, span: in
 
 
 def train(cfg: Config, *, overwrite: bool, command: str) -> dict[str, Any]:
-    files = _preflight(cfg, overwrite, command)
+    files = _check_inputs(cfg, command)
+    check_output_dir(cfg, overwrite)
     texts = None if cfg.data.streaming else read_texts(cfg, files)
 
     import torch
@@ -361,10 +440,12 @@ def train(cfg: Config, *, overwrite: bool, command: str) -> dict[str, Any]:
     started = time.perf_counter()
 
     if texts is not None:
-        train_pieces = lambda: iter(texts.train)  # noqa: E731
+        train_pieces = lambda: iter(texts.train)
     else:
         d = cfg.data
-        train_pieces = lambda: corpus.iter_pieces(files.train, fmt=d.format, text_column=d.text_column, boundary=d.document_boundary)  # noqa: E731
+        train_pieces = lambda: corpus.iter_pieces(
+            files.train, fmt=d.format, text_column=d.text_column, boundary=d.document_boundary
+        )
     tokenizer, tokenizer_desc = lm.tokenizer_for(cfg, train_pieces)
     T = cfg.tokenizer.max_length
     attn = hardware.attn_implementation(cfg.model.attn_implementation, hw.device, T)
@@ -384,9 +465,19 @@ def train(cfg: Config, *, overwrite: bool, command: str) -> dict[str, Any]:
     console.key_values(
         f"ptft {command} · {cfg.source.name}",
         [
-            ("task", {"clm": "causal LM (next token)", "mlm": "masked LM", "mlm+nsp": "masked LM + next-sentence prediction"}[cfg.task]),
+            (
+                "task",
+                {
+                    "clm": "causal LM (next token)",
+                    "mlm": "masked LM",
+                    "mlm+nsp": "masked LM + next-sentence prediction",
+                }[cfg.task],
+            ),
             ("model", f"{model_desc}, attention {attn}"),
-            ("parameters", f"{console.count(total)} total, {console.count(trainable)} trainable; {flops / 1e6:,.1f} MFLOP per token"),
+            (
+                "parameters",
+                f"{console.count(total)} total, {console.count(trainable)} trainable; {flops / 1e6:,.1f} MFLOP per token",
+            ),
             ("tokenizer", tokenizer_desc),
             ("train", objective.train_size + (" (cached)" if cached else "")),
             ("validation", objective.validation_size),
@@ -403,7 +494,9 @@ def train(cfg: Config, *, overwrite: bool, command: str) -> dict[str, Any]:
 
     run = RunDir(cfg.output_dir)
     log = start_run(cfg, run, hw, overwrite=overwrite)
-    trainer = loop.Trainer(model, tokenizer, optimizer, scheduler, hw, t, objective.hooks, plan, run, log, scaler)
+    trainer = loop.Trainer(
+        model, tokenizer, optimizer, scheduler, hw, t, objective.hooks, plan, run, log, scaler
+    )
     train_started = time.perf_counter()
     state = trainer.train(loop.LoopState(best_metric=t.best_metric))
     return finish_run(cfg, run, log, trainer, state, started=started, train_started=train_started)
@@ -418,7 +511,12 @@ def evaluate(cfg: Config) -> dict[str, Any]:
     model_ref = trained_model_ref(cfg, cfg.evaluate.model, "evaluate.model")
     data = cfg.evaluate.data or cfg.data.validation
     if not data:
-        raise ConfigError("no text to evaluate on", where=cfg.where("evaluate.data"), key="evaluate.data", hint="set evaluate.data (or data.validation) to text files")
+        raise ConfigError(
+            "no text to evaluate on",
+            where=cfg.where("evaluate.data"),
+            key="evaluate.data",
+            hint="set evaluate.data (or data.validation) to text files",
+        )
     key = "evaluate.data" if cfg.evaluate.data else "data.validation"
     paths = corpus.expand(data, key, cfg.where(key))
     pieces = _pieces(cfg, paths)
@@ -432,9 +530,13 @@ def evaluate(cfg: Config) -> dict[str, Any]:
     hw = hardware.resolve(cfg.device, cfg.precision, training=False, where=cfg.where("device"))
     models.quiet_transformers()
     mkey = "evaluate.model" if cfg.evaluate.model else "output_dir"
-    tokenizer = models.load_tokenizer(cfg.tokenizer.name_or_path or model_ref, cfg.model, mkey, cfg.where(mkey))
+    tokenizer = models.load_tokenizer(
+        cfg.tokenizer.name_or_path or model_ref, cfg.model, mkey, cfg.where(mkey)
+    )
     T = cfg.tokenizer.max_length
-    model = _load_lm(cfg, model_ref, mkey, hardware.attn_implementation(cfg.model.attn_implementation, hw.device, T))
+    model = _load_lm(
+        cfg, model_ref, mkey, hardware.attn_implementation(cfg.model.attn_implementation, hw.device, T)
+    )
     lm.check_block_fits(cfg, model, T)
     model.to(hw.device)
     started = time.perf_counter()
@@ -450,10 +552,20 @@ def evaluate(cfg: Config) -> dict[str, Any]:
         if not batches:
             raise DataError(f"the text is shorter than one block of {T} tokens", where=str(paths[0]), key=key)
         metrics = mlm.evaluate(model, batches, hw)
-    metrics.update({"model": model_ref, "data": [str(p) for p in paths], "precision": hw.precision, "seconds": round(time.perf_counter() - started, 2)})
+    metrics.update(
+        {
+            "model": model_ref,
+            "data": [str(p) for p in paths],
+            "precision": hw.precision,
+            "seconds": round(time.perf_counter() - started, 2),
+        }
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / "metrics.json", metrics)
-    console.metrics_table(f"evaluate · {', '.join(p.name for p in paths)}", {k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+    console.metrics_table(
+        f"evaluate · {', '.join(p.name for p in paths)}",
+        {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+    )
     console.info(f"metrics written to {out_dir / 'metrics.json'}")
     return metrics
 
@@ -464,10 +576,18 @@ def _load_lm(cfg: Config, ref: str, key: str, attn: str) -> Any:
     config = models.load_config(ref, cfg.model, key, cfg.where(key))
     try:
         return lm.auto_class(cfg.task).from_pretrained(
-            ref, config=config, revision=cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code, attn_implementation=attn
+            ref,
+            config=config,
+            revision=cfg.model.revision,
+            trust_remote_code=cfg.model.trust_remote_code,
+            attn_implementation=attn,
         )
     except ValueError as e:
-        raise ConfigError(f"cannot load {ref} as a {cfg.task} model: {str(e).splitlines()[0][:160]}", where=cfg.where(key), key=key) from None
+        raise ConfigError(
+            f"cannot load {ref} as a {cfg.task} model: {str(e).splitlines()[0][:160]}",
+            where=cfg.where(key),
+            key=key,
+        ) from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -481,7 +601,12 @@ def _prompts(cfg: Config) -> tuple[list[str], list[Any]]:
     if p.prompt is not None:
         return [p.prompt], [1]
     if not p.input:
-        raise ConfigError("no prompts", where=cfg.where("predict.input"), key="predict.input", hint="pass --prompt TEXT or --input FILE")
+        raise ConfigError(
+            "no prompts",
+            where=cfg.where("predict.input"),
+            key="predict.input",
+            hint="pass --prompt TEXT or --input FILE",
+        )
     table = data_io.read_table(p.input, "auto", text_column=cfg.data.text_column)
     texts = table.column(cfg.data.text_column, "prompt")
     ids = [row.get("id", line) for row, line in zip(table.rows, table.lines)]
@@ -493,7 +618,11 @@ def predict(cfg: Config) -> Path:
     prompts, ids = _prompts(cfg)
     out = Path(cfg.predict.output or Path(cfg.output_dir) / "predictions.jsonl")
     if out.suffix.lower() != ".jsonl":
-        raise ConfigError(f"language-model predictions are written as .jsonl, not {out.suffix or '(none)'}", where=cfg.where("predict.output"), key="predict.output")
+        raise ConfigError(
+            f"language-model predictions are written as .jsonl, not {out.suffix or '(none)'}",
+            where=cfg.where("predict.output"),
+            key="predict.output",
+        )
 
     from ptft_cli import hardware, models
     from ptft_cli.tasks import generation
@@ -507,7 +636,7 @@ def predict(cfg: Config) -> Path:
     started = time.perf_counter()
     with console.simple_progress(len(prompts), "predict") as progress:
         task_id = progress.add_task("predict", total=len(prompts), rate="")
-        advance = lambda n: progress.advance(task_id, n)  # noqa: E731
+        advance = lambda n: progress.advance(task_id, n)
         try:
             if cfg.task == "clm":
                 rows = generation.generate(
@@ -515,7 +644,14 @@ def predict(cfg: Config) -> Path:
                     top_k=p.top_k, top_p=p.top_p, batch_size=cfg.training.eval_batch_size, seed=cfg.seed, progress=advance,
                 )  # fmt: skip
             else:
-                rows = generation.fill_mask(model, tokenizer, prompts, top_k=p.top_k or 5, batch_size=cfg.training.eval_batch_size, progress=advance)
+                rows = generation.fill_mask(
+                    model,
+                    tokenizer,
+                    prompts,
+                    top_k=p.top_k or 5,
+                    batch_size=cfg.training.eval_batch_size,
+                    progress=advance,
+                )
         except ValueError as e:
             raise DataError(str(e), where=cfg.predict.input or "--prompt", key="predict") from None
     seconds = time.perf_counter() - started
@@ -523,6 +659,8 @@ def predict(cfg: Config) -> Path:
     atomic_write_text(out, body)
     if cfg.predict.prompt is not None and len(rows) == 1:
         row = rows[0]
-        console.info(row.get("prompt", "") + row.get("completion", "") if cfg.task == "clm" else row.get("filled", ""))
+        console.info(
+            row.get("prompt", "") + row.get("completion", "") if cfg.task == "clm" else row.get("filled", "")
+        )
     console.info(f"{len(prompts):,} predictions in {seconds:.1f}s ({hw.precision}) → {out}")
     return out

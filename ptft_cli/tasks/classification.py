@@ -53,9 +53,15 @@ def _texts(table: data_io.Table, column: str, role: str) -> list[str]:
     out = []
     for i, v in enumerate(values):
         if v is None or (isinstance(v, str) and not v.strip()):
-            raise DataError(f"empty {role} in column {column!r}", where=table.where(i), hint="remove the row or fill it in")
+            raise DataError(
+                f"empty {role} in column {column!r}",
+                where=table.where(i),
+                hint="remove the row or fill it in",
+            )
         if not isinstance(v, str):
-            raise DataError(f"{role} in column {column!r} is a {type(v).__name__}, not text: {v!r}", where=table.where(i))
+            raise DataError(
+                f"{role} in column {column!r} is a {type(v).__name__}, not text: {v!r}", where=table.where(i)
+            )
         out.append(v.strip())
     return out
 
@@ -75,13 +81,17 @@ def infer_label_names(raw: list[Any]) -> list[str]:
     return keys
 
 
-def label_ids(table: data_io.Table, raw: list[Any], names: list[str], column: str, declared: bool) -> list[int]:
+def label_ids(
+    table: data_io.Table, raw: list[Any], names: list[str], column: str, declared: bool
+) -> list[int]:
     """Map each row's label to its id; a label outside the set is an error naming the row."""
     index = {n: i for i, n in enumerate(names)}
     ids = []
     for i, v in enumerate(raw):
         if v is None or (isinstance(v, str) and not v.strip()):
-            raise DataError(f"empty label in column {column!r}", where=table.where(i), hint="every row needs a label")
+            raise DataError(
+                f"empty label in column {column!r}", where=table.where(i), hint="every row needs a label"
+            )
         key = _label_key(v)
         if key in index:
             ids.append(index[key])
@@ -94,7 +104,9 @@ def label_ids(table: data_io.Table, raw: list[Any], names: list[str], column: st
                 f"label {v!r} is not in {source} ({shown})",
                 where=table.where(i),
                 key=column,
-                hint="fix the row, or list every label in data.labels" if not declared else "add it to data.labels, or fix the row",
+                hint="fix the row, or list every label in data.labels"
+                if not declared
+                else "add it to data.labels, or fix the row",
             )
     return ids
 
@@ -109,7 +121,10 @@ def _examples(cfg: Config, table: data_io.Table, names: list[str], declared: boo
 
 def _subset(ex: Examples, idx: list[int]) -> Examples:
     return Examples(
-        [ex.texts[i] for i in idx], [ex.pairs[i] for i in idx] if ex.pairs else None, [ex.labels[i] for i in idx], ex.source
+        [ex.texts[i] for i in idx],
+        [ex.pairs[i] for i in idx] if ex.pairs else None,
+        [ex.labels[i] for i in idx],
+        ex.source,
     )
 
 
@@ -117,13 +132,21 @@ def prepare(cfg: Config) -> Prepared:
     """Read and check train/validation data: columns, empty rows, label sets, split sizes."""
     d = cfg.data
     if not d.dataset and not d.train:
-        raise DataError("no training data", where=cfg.where("data"), key="data.train", hint="set data.train (a file) or data.dataset")
+        raise DataError(
+            "no training data",
+            where=cfg.where("data"),
+            key="data.train",
+            hint="set data.train (a file) or data.dataset",
+        )
     train_table = _read(cfg, d.train, d.train_split)
     declared = d.labels is not None
     names = list(d.labels) if declared else infer_label_names(train_table.column(d.label_column, "label"))
     if len(names) < 2:
         raise DataError(
-            f"only one label ({names[0]!r}) in the training data", where=train_table.path, key=d.label_column, hint="a classifier needs 2+ labels"
+            f"only one label ({names[0]!r}) in the training data",
+            where=train_table.path,
+            key=d.label_column,
+            hint="a classifier needs 2+ labels",
         )
     train = _examples(cfg, train_table, names, declared)
 
@@ -207,7 +230,9 @@ class Encoded:
         return [len(x) for x in self.input_ids]
 
 
-def encode(tokenizer: Any, texts: list[str], pairs: list[str] | None, labels: list[int] | None, max_length: int) -> Encoded:
+def encode(
+    tokenizer: Any, texts: list[str], pairs: list[str] | None, labels: list[int] | None, max_length: int
+) -> Encoded:
     enc = tokenizer(texts, pairs, truncation=True, max_length=max_length)
     return Encoded(enc["input_ids"], enc.get("token_type_ids"), labels)
 
@@ -263,7 +288,11 @@ def load_trained(ref: str, cfg: Config, attn: str, where: str, key: str) -> Any:
     if not getattr(config, "id2label", None):
         raise DataError(f"{ref} has no label names (id2label)", where=where, key=key)
     return AutoModelForSequenceClassification.from_pretrained(
-        ref, config=config, revision=cfg.model.revision, trust_remote_code=cfg.model.trust_remote_code, attn_implementation=attn
+        ref,
+        config=config,
+        revision=cfg.model.revision,
+        trust_remote_code=cfg.model.trust_remote_code,
+        attn_implementation=attn,
     )
 
 
@@ -280,7 +309,9 @@ def ensure_pad_token(tokenizer: Any, model: Any) -> None:
         model.config.pad_token_id = tokenizer.pad_token_id
 
 
-def loss_sum(model: Any, batch: dict[str, torch.Tensor], hw: Hardware, label_smoothing: float) -> torch.Tensor:
+def loss_sum(
+    model: Any, batch: dict[str, torch.Tensor], hw: Hardware, label_smoothing: float
+) -> torch.Tensor:
     """Summed cross-entropy of a batch (the loop divides by the examples in the optimizer step)."""
     import torch.nn.functional as F
 
@@ -290,7 +321,9 @@ def loss_sum(model: Any, batch: dict[str, torch.Tensor], hw: Hardware, label_smo
     return F.cross_entropy(logits.float(), batch["labels"], reduction="sum", label_smoothing=label_smoothing)
 
 
-def forward_probs(model: Any, batches: list[list[int]], enc: Encoded, pad_id: int, hw: Hardware, progress: Any = None) -> Any:
+def forward_probs(
+    model: Any, batches: list[list[int]], enc: Encoded, pad_id: int, hw: Hardware, progress: Any = None
+) -> Any:
     """Softmax probabilities for every example (in input order) and the summed loss if labelled."""
     import torch
     import torch.nn.functional as F
@@ -315,10 +348,20 @@ def forward_probs(model: Any, batches: list[list[int]], enc: Encoded, pad_id: in
     return probs, total_loss
 
 
-def evaluate(model: Any, enc: Encoded, names: list[str], pad_id: int, batch_size: int, hw: Hardware, progress: Any = None) -> dict[str, Any]:
+def evaluate(
+    model: Any,
+    enc: Encoded,
+    names: list[str],
+    pad_id: int,
+    batch_size: int,
+    hw: Hardware,
+    progress: Any = None,
+) -> dict[str, Any]:
     from ptft_cli.batching import inference_batches
 
-    probs, total_loss = forward_probs(model, inference_batches(enc.lengths, batch_size), enc, pad_id, hw, progress)
+    probs, total_loss = forward_probs(
+        model, inference_batches(enc.lengths, batch_size), enc, pad_id, hw, progress
+    )
     assert enc.labels is not None
     predicted = probs.argmax(-1).tolist()
     return {"loss": total_loss / len(enc.labels), **report(enc.labels, predicted, names)}

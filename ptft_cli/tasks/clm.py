@@ -39,11 +39,19 @@ def gather(ids: np.ndarray, starts: np.ndarray, span: int) -> np.ndarray:
 
 def loss_sum(model: Any, batch: dict[str, torch.Tensor], hw: Hardware) -> torch.Tensor:
     with hw.autocast():
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).logits
+        # no KV cache: training and scoring read each block once
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"), use_cache=False).logits
     return lm.summed_cross_entropy(logits, batch["labels"])
 
 
-def evaluate(model: Any, stream: corpus.TokenStream, length: int, batch_size: int, hw: Hardware, max_blocks: int | None = None) -> dict[str, Any]:
+def evaluate(
+    model: Any,
+    stream: corpus.TokenStream,
+    length: int,
+    batch_size: int,
+    hw: Hardware,
+    max_blocks: int | None = None,
+) -> dict[str, Any]:
     """Score every token of the stream after the first: non-overlapping blocks, the last one padded."""
     import torch
 
@@ -69,4 +77,6 @@ def evaluate(model: Any, stream: corpus.TokenStream, length: int, batch_size: in
             targets += rest
     model.train(was_training)
     scored_all = max_blocks is None
-    return lm.lm_metrics(nats, targets, stream.chars if scored_all else None, stream.bytes if scored_all else None)
+    return lm.lm_metrics(
+        nats, targets, stream.chars if scored_all else None, stream.bytes if scored_all else None
+    )

@@ -42,8 +42,16 @@ def corpus_files(cfg: Config) -> CorpusFiles:
             hint="download the text and set data.train to the files",
         )
     if not d.train:
-        raise DataError("no training corpus", where=cfg.where("data"), key="data.train", hint="set data.train to text files or globs")
-    return CorpusFiles(corpus.expand(d.train, "data.train", cfg.where("data.train")), corpus.expand(d.validation, "data.validation", cfg.where("data.validation")))
+        raise DataError(
+            "no training corpus",
+            where=cfg.where("data"),
+            key="data.train",
+            hint="set data.train to text files or globs",
+        )
+    return CorpusFiles(
+        corpus.expand(d.train, "data.train", cfg.where("data.train")),
+        corpus.expand(d.validation, "data.validation", cfg.where("data.validation")),
+    )
 
 
 def model_type_of(ref: str) -> str | None:
@@ -58,12 +66,29 @@ def check_objective_fits_model(cfg: Config, ref: str | None) -> None:
     if kind is None:
         return
     key, where = "model.name_or_path", cfg.where("model.name_or_path")
-    if cfg.task in ("mlm", "mlm+nsp") and (kind in DECODERS or kind in ("gpt_neox", "gptj", "opt", "phi", "gemma")):
-        raise ConfigError(f"{ref} is a {kind} decoder; masked LM needs an encoder", where=where, key=key, hint="use task: clm, or an encoder such as bert")
+    if cfg.task in ("mlm", "mlm+nsp") and (
+        kind in DECODERS or kind in ("gpt_neox", "gptj", "opt", "phi", "gemma")
+    ):
+        raise ConfigError(
+            f"{ref} is a {kind} decoder; masked LM needs an encoder",
+            where=where,
+            key=key,
+            hint="use task: clm, or an encoder such as bert",
+        )
     if cfg.task == "clm" and kind in ENCODERS:
-        raise ConfigError(f"{ref} is a {kind} encoder; causal LM needs a decoder", where=where, key=key, hint="use task: mlm, or a decoder such as gpt2")
+        raise ConfigError(
+            f"{ref} is a {kind} encoder; causal LM needs a decoder",
+            where=where,
+            key=key,
+            hint="use task: mlm, or a decoder such as gpt2",
+        )
     if cfg.task == "mlm+nsp" and kind != "bert":
-        raise ConfigError(f"next-sentence prediction needs a BERT model, {ref} is {kind}", where=where, key=key, hint="use task: mlm")
+        raise ConfigError(
+            f"next-sentence prediction needs a BERT model, {ref} is {kind}",
+            where=where,
+            key=key,
+            hint="use task: mlm",
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -109,7 +134,11 @@ def tokenizer_for(cfg: Config, train_pieces: Any) -> tuple[Any, str]:
 
 def separator_id(tokenizer: Any, task: str) -> int:
     """The token between documents: SEP for masked LM (BERT), EOS for causal LM."""
-    ids = (tokenizer.sep_token_id, tokenizer.eos_token_id) if task != "clm" else (tokenizer.eos_token_id, tokenizer.sep_token_id)
+    ids = (
+        (tokenizer.sep_token_id, tokenizer.eos_token_id)
+        if task != "clm"
+        else (tokenizer.eos_token_id, tokenizer.sep_token_id)
+    )
     for i in ids:
         if i is not None:
             return i
@@ -133,8 +162,12 @@ def _size_config(cfg: Config, tokenizer: Any) -> dict[str, Any]:
         "num_attention_heads": m.num_heads,
         "max_position_embeddings": m.max_position_embeddings or cfg.tokenizer.max_length,
         "pad_token_id": tokenizer.pad_token_id,
-        "bos_token_id": tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.cls_token_id,
-        "eos_token_id": tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id,
+        "bos_token_id": tokenizer.bos_token_id
+        if tokenizer.bos_token_id is not None
+        else tokenizer.cls_token_id,
+        "eos_token_id": tokenizer.eos_token_id
+        if tokenizer.eos_token_id is not None
+        else tokenizer.sep_token_id,
     }
     inner = m.intermediate_size or 4 * m.hidden_size
     if m.architecture == "gpt2":
@@ -150,7 +183,15 @@ def _size_config(cfg: Config, tokenizer: Any) -> dict[str, Any]:
         # RoBERTa's position ids start after the padding index.
         size["max_position_embeddings"] += (tokenizer.pad_token_id or 0) + 1
     if m.dropout is not None:
-        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "resid_pdrop", "embd_pdrop", "attn_pdrop", "attention_dropout", "dropout"):
+        for name in (
+            "hidden_dropout_prob",
+            "attention_probs_dropout_prob",
+            "resid_pdrop",
+            "embd_pdrop",
+            "attn_pdrop",
+            "attention_dropout",
+            "dropout",
+        ):
             size[name] = m.dropout
     elif m.architecture in DECODERS:
         # Pretraining from scratch on a small corpus: nanoGPT-style zero dropout unless asked.
@@ -187,10 +228,16 @@ def build_model(cfg: Config, tokenizer: Any, attn: str) -> tuple[Any, str]:
     config = models.load_config(ref, m, key, where)
     try:
         model = cls.from_pretrained(
-            ref, config=config, revision=m.revision, trust_remote_code=m.trust_remote_code, attn_implementation=attn
+            ref,
+            config=config,
+            revision=m.revision,
+            trust_remote_code=m.trust_remote_code,
+            attn_implementation=attn,
         )
     except ValueError as e:  # e.g. "Unrecognized configuration class" for the wrong head
-        raise ConfigError(f"cannot load {ref} for {cfg.task}: {str(e).splitlines()[0][:160]}", where=where, key=key) from None
+        raise ConfigError(
+            f"cannot load {ref} for {cfg.task}: {str(e).splitlines()[0][:160]}", where=where, key=key
+        ) from None
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         raise ConfigError(
             f"the tokenizer has {len(tokenizer):,} tokens but the model's embedding has {model.get_input_embeddings().num_embeddings:,}",
@@ -207,7 +254,11 @@ def max_positions(model: Any) -> int | None:
         value = getattr(c, name, None)
         if isinstance(value, int):
             # RoBERTa reserves padding_idx + 1 positions
-            return value - (c.pad_token_id + 1) if c.model_type in ("roberta", "xlm-roberta", "camembert") and c.pad_token_id is not None else value
+            return (
+                value - (c.pad_token_id + 1)
+                if c.model_type in ("roberta", "xlm-roberta", "camembert") and c.pad_token_id is not None
+                else value
+            )
     return None
 
 
@@ -227,7 +278,11 @@ def flops_per_token(model: Any, seq_len: int) -> float:
     c = model.config
     emb = model.get_input_embeddings()
     n_params = sum(p.numel() for p in model.parameters())
-    n_embedding = sum(p.numel() for n, p in model.named_parameters() if "embed" in n or n.endswith(("wte.weight", "wpe.weight")))
+    n_embedding = sum(
+        p.numel()
+        for n, p in model.named_parameters()
+        if "embed" in n or n.endswith(("wte.weight", "wpe.weight"))
+    )
     vocab, width = emb.weight.shape
     layers = getattr(c, "num_hidden_layers", None) or getattr(c, "n_layer", None) or 0
     return 6.0 * (n_params - n_embedding + vocab * width) + 12.0 * layers * width * seq_len
@@ -252,4 +307,6 @@ def summed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Te
     """Sum of token cross-entropies over labels != -100, in fp32."""
     import torch.nn.functional as F
 
-    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="sum")
+    return F.cross_entropy(
+        logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="sum"
+    )

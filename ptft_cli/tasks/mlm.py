@@ -38,7 +38,16 @@ class Specials:
         # RoBERTa-style tokenizers call them bos/eos; BERT-style cls/sep.
         start = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
         end = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
-        missing = [n for n, v in (("mask", tokenizer.mask_token_id), ("cls/bos", start), ("sep/eos", end), ("pad", tokenizer.pad_token_id)) if v is None]
+        missing = [
+            n
+            for n, v in (
+                ("mask", tokenizer.mask_token_id),
+                ("cls/bos", start),
+                ("sep/eos", end),
+                ("pad", tokenizer.pad_token_id),
+            )
+            if v is None
+        ]
         if missing:
             raise ConfigError(
                 f"masked LM needs a tokenizer with {', '.join(missing)} token(s)",
@@ -69,7 +78,12 @@ def batch_seed(seed: int, spec: Any) -> int:
 
 
 def mask_tokens(
-    ids: torch.Tensor, special: torch.Tensor, o: ObjectiveConfig, s: Specials, gen: torch.Generator, starts: np.ndarray | None = None
+    ids: torch.Tensor,
+    special: torch.Tensor,
+    o: ObjectiveConfig,
+    s: Specials,
+    gen: torch.Generator,
+    starts: np.ndarray | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """BERT masking: choose `mlm_probability` of the non-special tokens (or whole words); of those,
     `mask_replace_ratio` become the mask token, `random_replace_ratio` a random token, the rest stay.
@@ -90,7 +104,9 @@ def mask_tokens(
     labels = torch.where(chosen, ids, torch.full_like(ids, -100))
     roll = torch.rand(ids.shape, generator=gen)
     to_mask = chosen & (roll < o.mask_replace_ratio)
-    to_random = chosen & (roll >= o.mask_replace_ratio) & (roll < o.mask_replace_ratio + o.random_replace_ratio)
+    to_random = (
+        chosen & (roll >= o.mask_replace_ratio) & (roll < o.mask_replace_ratio + o.random_replace_ratio)
+    )
     inputs = ids.clone()
     inputs[to_mask] = s.mask
     inputs[to_random] = torch.randint(s.vocab, ids.shape, generator=gen)[to_random]
@@ -101,12 +117,16 @@ def mask_tokens(
 # Packed blocks: [CLS] + T-2 tokens of the stream + [SEP]
 
 
-def epoch_batches_packed(n_tokens: int, length: int, batch_size: int, *, seed: int, epoch: int) -> list[np.ndarray]:
+def epoch_batches_packed(
+    n_tokens: int, length: int, batch_size: int, *, seed: int, epoch: int
+) -> list[np.ndarray]:
     starts = corpus.block_starts(n_tokens, length - 2, length - 2, seed=seed, epoch=epoch, shuffle=True)
     return [starts[i : i + batch_size] for i in range(0, len(starts), batch_size)]
 
 
-def collate_packed(bodies: np.ndarray, s: Specials, o: ObjectiveConfig, seed: int, device: Any, ws: np.ndarray | None) -> dict[str, torch.Tensor]:
+def collate_packed(
+    bodies: np.ndarray, s: Specials, o: ObjectiveConfig, seed: int, device: Any, ws: np.ndarray | None
+) -> dict[str, torch.Tensor]:
     """(B, T-2) stream slices → [CLS] slice [SEP], masked."""
     import torch
 
@@ -116,14 +136,26 @@ def collate_packed(bodies: np.ndarray, s: Specials, o: ObjectiveConfig, seed: in
     special = (x == s.cls) | (x == s.sep) | (x == s.pad)
     gen = torch.Generator().manual_seed(batch_seed(seed, bodies[:, :8]))
     inputs, labels = mask_tokens(x, special, o, s, gen, ws)
-    return {"input_ids": inputs.to(device), "attention_mask": torch.ones_like(inputs).to(device), "labels": labels.to(device)}
+    return {
+        "input_ids": inputs.to(device),
+        "attention_mask": torch.ones_like(inputs).to(device),
+        "labels": labels.to(device),
+    }
 
 
 # ---------------------------------------------------------------------------------------------
 # One document (line) per example
 
 
-def collate_segments(segs: corpus.Segments, idx: list[int], s: Specials, o: ObjectiveConfig, seed: int, device: Any, ws: np.ndarray | None) -> dict[str, torch.Tensor]:
+def collate_segments(
+    segs: corpus.Segments,
+    idx: list[int],
+    s: Specials,
+    o: ObjectiveConfig,
+    seed: int,
+    device: Any,
+    ws: np.ndarray | None,
+) -> dict[str, torch.Tensor]:
     import torch
 
     from ptft_cli.batching import attention_mask, pad
@@ -190,7 +222,15 @@ def nsp_pairs(sents: corpus.Segments, length: int, random_ratio: float, seed: in
     return pairs
 
 
-def collate_pairs(pairs: list[Pair], idx: list[int], s: Specials, o: ObjectiveConfig, seed: int, device: Any, ws: np.ndarray | None) -> dict[str, torch.Tensor]:
+def collate_pairs(
+    pairs: list[Pair],
+    idx: list[int],
+    s: Specials,
+    o: ObjectiveConfig,
+    seed: int,
+    device: Any,
+    ws: np.ndarray | None,
+) -> dict[str, torch.Tensor]:
     import torch
 
     from ptft_cli.batching import attention_mask, pad
@@ -256,12 +296,16 @@ def evaluate(model: Any, batches: list[dict[str, torch.Tensor]], hw: Hardware) -
             out = _forward(model, batch, hw)
             logits = (out.logits if hasattr(out, "logits") else out.prediction_logits).float()
             labels = batch["labels"]
-            nats += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="sum").item()
+            nats += F.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="sum"
+            ).item()
             chosen = labels != -100
             targets += int(chosen.sum())
             correct += int((logits.argmax(-1)[chosen] == labels[chosen]).sum())
             if "next_sentence_label" in batch:
-                nsp_right += int((out.seq_relationship_logits.argmax(-1) == batch["next_sentence_label"]).sum())
+                nsp_right += int(
+                    (out.seq_relationship_logits.argmax(-1) == batch["next_sentence_label"]).sum()
+                )
                 pairs += len(batch["next_sentence_label"])
     model.train(was_training)
     metrics = lm.lm_metrics(nats, targets, None, None)

@@ -17,6 +17,7 @@ import json
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -58,7 +59,9 @@ class CausalSelfAttention(nn.Module):
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0, is_causal=True)
+        y = F.scaled_dot_product_attention(
+            q, k, v, dropout_p=self.dropout if self.training else 0, is_causal=True
+        )
         return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
 
 
@@ -128,7 +131,7 @@ def main() -> None:
     p.add_argument("--eval-iters", type=int, default=20)
     a = p.parse_args()
     torch.manual_seed(1337)
-    text = open(a.data, encoding="utf-8").read()
+    text = Path(a.data).read_text(encoding="utf-8")
     chars = sorted(set(text))
     stoi = {ch: i for i, ch in enumerate(chars)}
     ids = np.array([stoi[c] for c in text], dtype=np.uint16)
@@ -179,7 +182,9 @@ def main() -> None:
         d = torch.from_numpy(splits["val"].astype(np.int64))
         nb = (len(d) - 1) // block
         x, y = d[: nb * block].view(nb, block), d[1 : nb * block + 1].view(nb, block)
-        total = sum(model(x[i : i + 256], y[i : i + 256]).item() * len(x[i : i + 256]) for i in range(0, nb, 256))
+        total = sum(
+            model(x[i : i + 256], y[i : i + 256]).item() * len(x[i : i + 256]) for i in range(0, nb, 256)
+        )
         return total / nb
 
     started = time.perf_counter()
@@ -196,7 +201,15 @@ def main() -> None:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     seconds = time.perf_counter() - started
-    print(json.dumps({"train_seconds": seconds, "val_loss": full_val_loss(), "estimated_val_loss": estimate_loss()["val"]}))
+    print(
+        json.dumps(
+            {
+                "train_seconds": seconds,
+                "val_loss": full_val_loss(),
+                "estimated_val_loss": estimate_loss()["val"],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":
