@@ -16,7 +16,7 @@ from ptft_cli import console
 from ptft_cli.checkpoint import RunDir, atomic_write_json, atomic_write_text
 from ptft_cli.config import Config
 from ptft_cli.errors import ConfigError, DataError, RunDirError
-from ptft_cli.recipes.common import check_output_dir, finish_run, start_run, trained_model_ref
+from ptft_cli.recipes.common import check_output_dir, fit, trained_model_ref
 from ptft_cli.tasks import classification
 
 
@@ -97,95 +97,59 @@ def finetune(cfg: Config, *, overwrite: bool = False) -> dict[str, Any]:
 
     import torch
 
-    from ptft_cli import batching, hardware, loop, models, optim
+    from ptft_cli import batching, hardware, loop, models
 
+    started = time.perf_counter()
     t = cfg.training
     torch.manual_seed(cfg.seed)
     hw = hardware.resolve(cfg.device, cfg.precision, training=True, where=cfg.where("device"))
     models.quiet_transformers()
     model_ref = cfg.model.name_or_path
-    tok_ref = cfg.tokenizer.name_or_path or model_ref
     tok_key = "tokenizer.name_or_path" if cfg.tokenizer.name_or_path else "model.name_or_path"
-    tokenizer = models.load_tokenizer(tok_ref, cfg.model, tok_key, cfg.where(tok_key))
+    tokenizer = models.load_tokenizer(
+        cfg.tokenizer.name_or_path or model_ref, cfg.model, tok_key, cfg.where(tok_key)
+    )
     attn = hardware.attn_implementation(cfg.model.attn_implementation, hw.device, cfg.tokenizer.max_length)
     model = classification.build_model(cfg, model_ref, prepared.labels, attn, cfg.where("model.name_or_path"))
     classification.ensure_pad_token(tokenizer, model)
     model.to(hw.device)
 
-    started = time.perf_counter()
-    max_len = cfg.tokenizer.max_length
-    train = classification.encode(
-        tokenizer, prepared.train.texts, prepared.train.pairs, prepared.train.labels, max_len
-    )
-    val = None
-    if prepared.validation is not None:
-        v = prepared.validation
-        val = classification.encode(tokenizer, v.texts, v.pairs, v.labels, max_len)
-    pad_id = tokenizer.pad_token_id
+    max_len, pad_id = cfg.tokenizer.max_length, tokenizer.pad_token_id
+    tr, v = prepared.train, prepared.validation
+    train = classification.encode(tokenizer, tr.texts, tr.pairs, tr.labels, max_len)
+    val = classification.encode(tokenizer, v.texts, v.pairs, v.labels, max_len) if v is not None else None
     lengths = train.lengths
-    n_batches = len(
-        batching.epoch_batches(
-            lengths, t.batch_size, seed=cfg.seed, epoch=0, group_by_length=t.group_by_length
+
+    def batches_of(epoch: int) -> list[list[int]]:
+        return batching.epoch_batches(
+            lengths, t.batch_size, seed=cfg.seed, epoch=epoch, group_by_length=t.group_by_length
         )
-    )
-    plan = loop.Plan.make(n_batches, t)
-    optimizer = optim.adamw(model, t, hw.device)
-    scheduler = optim.scheduler(optimizer, t, plan.total_steps)
-    scaler = torch.amp.GradScaler("cuda") if hw.needs_grad_scaler else None
-
-    total, trainable = models.parameter_counts(model)
-    console.key_values(
-        f"ptft finetune · {cfg.source.name}",
-        [
-            (
-                "task",
-                f"classification, {len(prepared.labels)} labels: {', '.join(prepared.labels[:8])}{' ...' if len(prepared.labels) > 8 else ''}",
-            ),
-            ("model", f"{model_ref} ({type(model).__name__}, attention {attn})"),
-            ("parameters", f"{console.count(total)} total, {console.count(trainable)} trainable"),
-            (
-                "train",
-                f"{len(lengths):,} examples, {sum(lengths) / len(lengths):.1f} tokens on average (max {max_len})",
-            ),
-            (
-                "validation",
-                f"{len(val.lengths):,} examples ({prepared.validation.source})" if val else "none",
-            ),
-            ("device", f"{hw.device} · {hw.precision} ({hw.why})"),
-            (
-                "batch",
-                f"{t.batch_size} × {t.gradient_accumulation_steps} accumulation = {t.batch_size * t.gradient_accumulation_steps}"
-                + (", grouped by length" if t.group_by_length else ""),
-            ),
-            (
-                "schedule",
-                f"{plan.total_steps} steps ({plan.steps_per_epoch}/epoch), lr {t.learning_rate:g} {t.lr_scheduler}, "
-                f"warmup {optim.warmup_steps(t, plan.total_steps)}",
-            ),
-            ("output", cfg.output_dir),
-        ],
-    )
-
-    run = RunDir(cfg.output_dir)
-    log = start_run(cfg, run, hw, overwrite=overwrite)
 
     def evaluate(m: Any) -> dict[str, Any]:
         return classification.evaluate(m, val, prepared.labels, pad_id, t.eval_batch_size, hw)
 
     hooks = loop.TaskHooks(
-        epoch_batches=lambda epoch: batching.epoch_batches(
-            lengths, t.batch_size, seed=cfg.seed, epoch=epoch, group_by_length=t.group_by_length
-        ),
+        epoch_batches=batches_of,
         collate=lambda idx: classification.collate(train, idx, pad_id, hw.device),
         loss_sum=lambda m, batch: classification.loss_sum(m, batch, hw, t.label_smoothing),
         count=lambda batch: int(batch["labels"].shape[0]),
         evaluate=evaluate if val is not None else None,
         lower_is_better=lambda name: name in classification.LOWER_IS_BETTER,
     )
-    trainer = loop.Trainer(model, tokenizer, optimizer, scheduler, hw, t, hooks, plan, run, log, scaler)
-    train_started = time.perf_counter()
-    state = trainer.train(loop.LoopState(best_metric=t.best_metric))
-    return finish_run(cfg, run, log, trainer, state, started=started, train_started=train_started)
+    labels = ", ".join(prepared.labels[:8]) + (" ..." if len(prepared.labels) > 8 else "")
+    rows = [
+        ("task", f"classification, {len(prepared.labels)} labels: {labels}"),
+        ("model", f"{model_ref} ({type(model).__name__}, attention {attn})"),
+        (
+            "train",
+            f"{len(lengths):,} examples, {sum(lengths) / len(lengths):.1f} tokens on average (max {max_len})",
+        ),
+        ("validation", f"{len(val.lengths):,} examples ({v.source})" if val is not None else "none"),
+    ]
+    return fit(
+        cfg, command="finetune", model=model, tokenizer=tokenizer, hw=hw, hooks=hooks, n_batches=len(batches_of(0)), rows=rows,
+        batch_note=", grouped by length" if t.group_by_length else "", overwrite=overwrite, started=started,
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------

@@ -47,6 +47,62 @@ def check_output_dir(cfg: Config, overwrite: bool) -> RunDir:
     return run
 
 
+def fit(
+    cfg: Config,
+    *,
+    command: str,
+    model: Any,
+    tokenizer: Any,
+    hw: Any,
+    hooks: Any,
+    n_batches: int | None,
+    rows: list[tuple[str, Any]],
+    batch_note: str,
+    overwrite: bool,
+    started: float,
+) -> dict[str, Any]:
+    """The shared second half of every training recipe: optimizer and schedule, the run header,
+    the run directory (its first write), the loop, and the results."""
+    import torch
+
+    from ptft_cli import loop, models, optim
+
+    t = cfg.training
+    plan = loop.Plan.make(n_batches, t)
+    optimizer = optim.adamw(model, t, hw.device)
+    scheduler = optim.scheduler(optimizer, t, plan.total_steps)
+    scaler = torch.amp.GradScaler("cuda") if hw.needs_grad_scaler else None
+    total, trainable = models.parameter_counts(model)
+    per_epoch = f"{plan.steps_per_epoch}/epoch" if plan.steps_per_epoch else "streaming"
+    floor = f" to {t.min_learning_rate:g}" if t.min_learning_rate else ""
+    accumulated = t.batch_size * t.gradient_accumulation_steps
+    console.key_values(
+        f"ptft {command} · {cfg.source.name if cfg.source else ''}",
+        [
+            *rows[:2],
+            ("parameters", f"{console.count(total)} total, {console.count(trainable)} trainable"),
+            *rows[2:],
+            ("device", f"{hw.device} · {hw.precision} ({hw.why})"),
+            (
+                "batch",
+                f"{t.batch_size} × {t.gradient_accumulation_steps} accumulation = {accumulated}{batch_note}",
+            ),
+            (
+                "schedule",
+                f"{plan.total_steps} steps ({per_epoch}), lr {t.learning_rate:g} {t.lr_scheduler}{floor}, "
+                f"warmup {optim.warmup_steps(t, plan.total_steps)}",
+            ),
+            ("output", cfg.output_dir),
+        ],
+    )
+    run = RunDir(cfg.output_dir)
+    log = start_run(cfg, run, hw, overwrite=overwrite)
+    trainer = loop.Trainer(model, tokenizer, optimizer, scheduler, hw, t, hooks, plan, run, log, scaler)
+    train_started = time.perf_counter()
+    state = trainer.train(loop.LoopState(best_metric=t.best_metric))
+    return finish_run(cfg, run, log, trainer, state, started=started, train_started=train_started)
+
+
 def start_run(cfg: Config, run: RunDir, hw: Any, *, overwrite: bool) -> Any:
     """Claim the directory (the first write of a run) and record the config and environment."""
     from ptft_cli.metrics import MetricsLog, environment

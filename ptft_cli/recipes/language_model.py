@@ -20,7 +20,7 @@ from ptft_cli import console, corpus
 from ptft_cli.checkpoint import RunDir, atomic_write_json, atomic_write_text
 from ptft_cli.config import PRETRAIN_TASKS, Config
 from ptft_cli.errors import ConfigError, DataError, RunDirError
-from ptft_cli.recipes.common import check_output_dir, finish_run, start_run, trained_model_ref
+from ptft_cli.recipes.common import check_output_dir, fit, trained_model_ref
 from ptft_cli.tasks import lm
 
 # ---------------------------------------------------------------------------------------------
@@ -70,11 +70,13 @@ def _check_inputs(cfg: Config, command: str) -> lm.CorpusFiles:
     return files
 
 
-def _pieces(cfg: Config, paths: list[Path]) -> list[corpus.Piece]:
+def _pieces_lazy(cfg: Config, paths: list[Path]) -> Any:
     d = cfg.data
-    return list(
-        corpus.iter_pieces(paths, fmt=d.format, text_column=d.text_column, boundary=d.document_boundary)
-    )
+    return corpus.iter_pieces(paths, fmt=d.format, text_column=d.text_column, boundary=d.document_boundary)
+
+
+def _pieces(cfg: Config, paths: list[Path]) -> list[corpus.Piece]:
+    return list(_pieces_lazy(cfg, paths))
 
 
 @dataclass
@@ -247,38 +249,32 @@ def _objective(
 
     if cfg.task == "clm":
         if d.streaming:
-            val = _stream_validation(cfg, files, tokenizer)
-            hooks = loop.TaskHooks(
-                epoch_batches=lambda epoch: _stream_batches(cfg, files, tokenizer, T + 1, T, epoch),
-                collate=lambda blocks: clm.collate_blocks(blocks, device),
-                loss_sum=lambda m, b: clm.loss_sum(m, b, hw),
-                count=lambda b: b["labels"].numel(),
-                evaluate=(lambda m: clm.evaluate(m, val, T, t.eval_batch_size, hw, d.max_eval_samples))
-                if val is not None
-                else None,
-                lower_is_better=lower,
-                tokens=tokens_of,
-                flops_per_token=flops,
-            )
-            return Objective(hooks, None, f"streamed from {len(files.train)} file(s)", _tokens(val)), False
-        assert texts is not None
-        train, val, cached = token_streams(cfg, files, texts, tokenizer)
-        ids = train.ids
-        _check_enough(cfg, len(ids), T + 1)
-        n_batches = len(clm.epoch_batches(len(ids), T, t.batch_size, seed=seed, epoch=0))
+            train, val, cached = None, _stream_validation(cfg, files, tokenizer), False
+            batches_of = lambda epoch: _stream_batches(cfg, files, tokenizer, T + 1, T, epoch)
+            collate = lambda blocks: clm.collate_blocks(blocks, device)
+            n_batches = None
+        else:
+            assert texts is not None
+            train, val, cached = token_streams(cfg, files, texts, tokenizer)
+            ids = train.ids
+            _check_enough(cfg, len(ids), T + 1)
+            batches_of = lambda epoch: clm.epoch_batches(len(ids), T, t.batch_size, seed=seed, epoch=epoch)
+            collate = lambda starts: clm.collate_blocks(clm.gather(ids, starts, T + 1), device)
+            n_batches = len(batches_of(0))
         hooks = loop.TaskHooks(
-            epoch_batches=lambda epoch: clm.epoch_batches(len(ids), T, t.batch_size, seed=seed, epoch=epoch),
-            collate=lambda starts: clm.collate_blocks(clm.gather(ids, starts, T + 1), device),
+            epoch_batches=batches_of,
+            collate=collate,
             loss_sum=lambda m, b: clm.loss_sum(m, b, hw),
             count=lambda b: b["labels"].numel(),
             evaluate=(lambda m: clm.evaluate(m, val, T, t.eval_batch_size, hw, d.max_eval_samples))
-            if val is not None
+            if val
             else None,
             lower_is_better=lower,
             tokens=tokens_of,
             flops_per_token=flops,
         )
-        return Objective(hooks, n_batches, _tokens(train), _tokens(val)), cached
+        size = _tokens(train) if train else f"streamed from {len(files.train)} file(s)"
+        return Objective(hooks, n_batches, size, _tokens(val)), cached
 
     specials = mlm.Specials.of(tokenizer)
     ws = mlm.word_starts(tokenizer) if o.whole_word_masking else None
@@ -402,13 +398,11 @@ def _stream_validation(cfg: Config, files: lm.CorpusFiles, tokenizer: Any) -> co
 
 def _stream_batches(cfg: Config, files: lm.CorpusFiles, tokenizer: Any, span: int, stride: int, epoch: int):
     """Streaming: read, tokenize, cut and shuffle on the fly; memory stays bounded by the buffers."""
-    d = cfg.data
-    pieces = corpus.iter_pieces(
-        files.train, fmt=d.format, text_column=d.text_column, boundary=d.document_boundary
+    chunks = corpus.iter_token_chunks(
+        _pieces_lazy(cfg, files.train), tokenizer, lm.separator_id(tokenizer, cfg.task)
     )
-    chunks = corpus.iter_token_chunks(pieces, tokenizer, lm.separator_id(tokenizer, cfg.task))
     blocks = corpus.iter_stream_blocks(
-        chunks, span, stride, buffer_blocks=d.shuffle_buffer, seed=cfg.seed, epoch=epoch
+        chunks, span, stride, buffer_blocks=cfg.data.shuffle_buffer, seed=cfg.seed, epoch=epoch
     )
     batch: list[np.ndarray] = []
     for block in blocks:
@@ -431,21 +425,16 @@ def train(cfg: Config, *, overwrite: bool, command: str) -> dict[str, Any]:
 
     import torch
 
-    from ptft_cli import hardware, loop, models, optim
+    from ptft_cli import hardware, models
 
-    t = cfg.training
+    started = time.perf_counter()
     torch.manual_seed(cfg.seed)
     hw = hardware.resolve(cfg.device, cfg.precision, training=True, where=cfg.where("device"))
     models.quiet_transformers()
-    started = time.perf_counter()
 
-    if texts is not None:
-        train_pieces = lambda: iter(texts.train)
-    else:
-        d = cfg.data
-        train_pieces = lambda: corpus.iter_pieces(
-            files.train, fmt=d.format, text_column=d.text_column, boundary=d.document_boundary
-        )
+    def train_pieces() -> Any:  # the tokenizer trainer may read the training split (only)
+        return iter(texts.train) if texts is not None else iter(_pieces_lazy(cfg, files.train))
+
     tokenizer, tokenizer_desc = lm.tokenizer_for(cfg, train_pieces)
     T = cfg.tokenizer.max_length
     attn = hardware.attn_implementation(cfg.model.attn_implementation, hw.device, T)
@@ -456,50 +445,22 @@ def train(cfg: Config, *, overwrite: bool, command: str) -> dict[str, Any]:
     flops = lm.flops_per_token(model, T)
     objective, cached = _objective(cfg, files, texts, tokenizer, hw, flops)
 
-    plan = loop.Plan.make(objective.n_batches, t)
-    optimizer = optim.adamw(model, t, hw.device)
-    scheduler = optim.scheduler(optimizer, t, plan.total_steps)
-    scaler = torch.amp.GradScaler("cuda") if hw.needs_grad_scaler else None
-    total, trainable = models.parameter_counts(model)
-    per_epoch = f" ({plan.steps_per_epoch}/epoch)" if plan.steps_per_epoch else " (streaming)"
-    console.key_values(
-        f"ptft {command} · {cfg.source.name}",
-        [
-            (
-                "task",
-                {
-                    "clm": "causal LM (next token)",
-                    "mlm": "masked LM",
-                    "mlm+nsp": "masked LM + next-sentence prediction",
-                }[cfg.task],
-            ),
-            ("model", f"{model_desc}, attention {attn}"),
-            (
-                "parameters",
-                f"{console.count(total)} total, {console.count(trainable)} trainable; {flops / 1e6:,.1f} MFLOP per token",
-            ),
-            ("tokenizer", tokenizer_desc),
-            ("train", objective.train_size + (" (cached)" if cached else "")),
-            ("validation", objective.validation_size),
-            ("device", f"{hw.device} · {hw.precision} ({hw.why})"),
-            ("batch", f"{t.batch_size} × {t.gradient_accumulation_steps} accumulation × {T} tokens"),
-            (
-                "schedule",
-                f"{plan.total_steps} steps{per_epoch}, lr {t.learning_rate:g} {t.lr_scheduler}"
-                f"{f' to {t.min_learning_rate:g}' if t.min_learning_rate else ''}, warmup {optim.warmup_steps(t, plan.total_steps)}",
-            ),
-            ("output", cfg.output_dir),
-        ],
-    )
-
-    run = RunDir(cfg.output_dir)
-    log = start_run(cfg, run, hw, overwrite=overwrite)
-    trainer = loop.Trainer(
-        model, tokenizer, optimizer, scheduler, hw, t, objective.hooks, plan, run, log, scaler
-    )
-    train_started = time.perf_counter()
-    state = trainer.train(loop.LoopState(best_metric=t.best_metric))
-    return finish_run(cfg, run, log, trainer, state, started=started, train_started=train_started)
+    objective_name = {
+        "clm": "causal LM (next token)",
+        "mlm": "masked LM",
+        "mlm+nsp": "masked LM + next-sentence prediction",
+    }
+    rows = [
+        ("task", objective_name[cfg.task]),
+        ("model", f"{model_desc}, attention {attn}; {flops / 1e6:,.1f} MFLOP per token"),
+        ("tokenizer", tokenizer_desc),
+        ("train", objective.train_size + (" (cached)" if cached else "")),
+        ("validation", objective.validation_size),
+    ]
+    return fit(
+        cfg, command=command, model=model, tokenizer=tokenizer, hw=hw, hooks=objective.hooks, n_batches=objective.n_batches,
+        rows=rows, batch_note=f" blocks of {T} tokens", overwrite=overwrite, started=started,
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------

@@ -40,7 +40,9 @@ def gather(ids: np.ndarray, starts: np.ndarray, span: int) -> np.ndarray:
 def loss_sum(model: Any, batch: dict[str, torch.Tensor], hw: Hardware) -> torch.Tensor:
     with hw.autocast():
         # no KV cache: training and scoring read each block once
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"), use_cache=False).logits
+        logits = model(
+            input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"), use_cache=False
+        ).logits
     return lm.summed_cross_entropy(logits, batch["labels"])
 
 

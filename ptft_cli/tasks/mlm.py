@@ -147,6 +147,21 @@ def collate_packed(
 # One document (line) per example
 
 
+def _masked_rows(
+    rows: list[list[int]], s: Specials, o: ObjectiveConfig, gen_seed: int, ws: np.ndarray | None
+) -> dict[str, torch.Tensor]:
+    """Pad token rows, then mask them (never special tokens or padding)."""
+    import torch
+
+    from ptft_cli.batching import attention_mask, pad
+
+    x = pad(rows, s.pad)
+    mask = attention_mask(rows)
+    special = (x == s.cls) | (x == s.sep) | (mask == 0)
+    inputs, labels = mask_tokens(x, special, o, s, torch.Generator().manual_seed(gen_seed), ws)
+    return {"input_ids": inputs, "attention_mask": mask, "labels": labels}
+
+
 def collate_segments(
     segs: corpus.Segments,
     idx: list[int],
@@ -156,17 +171,9 @@ def collate_segments(
     device: Any,
     ws: np.ndarray | None,
 ) -> dict[str, torch.Tensor]:
-    import torch
-
-    from ptft_cli.batching import attention_mask, pad
-
     rows = [[s.cls, *segs.get(i).tolist(), s.sep] for i in idx]
-    x = pad(rows, s.pad)
-    mask = attention_mask(rows)
-    special = (x == s.cls) | (x == s.sep) | (mask == 0)
-    gen = torch.Generator().manual_seed(batch_seed(seed, idx))
-    inputs, labels = mask_tokens(x, special, o, s, gen, ws)
-    return {"input_ids": inputs.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
+    batch = _masked_rows(rows, s, o, batch_seed(seed, idx), ws)
+    return {k: v.to(device) for k, v in batch.items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -203,19 +210,20 @@ def nsp_pairs(sents: corpus.Segments, length: int, random_ratio: float, seed: in
                 cut = rng.randint(1, len(chunk) - 1) if len(chunk) >= 2 else 1
                 a = np.concatenate([sents.get(k) for k in chunk[:cut]])
                 if len(chunk) == 1 or (len(doc_ids) > 1 and rng.random() < random_ratio):
-                    other = rng.choice([x for x in doc_ids if x != d]) if len(doc_ids) > 1 else d
+                    other = d
+                    while other == d and len(doc_ids) > 1:
+                        other = doc_ids[rng.randrange(len(doc_ids))]
                     start = rng.randrange(len(docs[other]))
                     b = np.concatenate([sents.get(k) for k in docs[other][start : start + 8]])
                     is_random = True
                 else:
                     b = np.concatenate([sents.get(k) for k in chunk[cut:]])
                     is_random = False
-                # trim the longer side until the pair fits
-                while len(a) + len(b) > budget:
-                    if len(a) > len(b):
-                        a = a[:-1]
-                    else:
-                        b = b[:-1]
+                # trim the longer side until the pair fits (both end up near budget / 2)
+                excess = len(a) + len(b) - budget
+                if excess > 0:
+                    cut_a = min(excess, max(0, len(a) - max(len(b) - excess, budget // 2)))
+                    a, b = a[: len(a) - cut_a], b[: len(b) - (excess - cut_a)]
                 if len(a) and len(b):
                     pairs.append(Pair(a, b, is_random))
             chunk, size = [], 0
@@ -233,26 +241,15 @@ def collate_pairs(
 ) -> dict[str, torch.Tensor]:
     import torch
 
-    from ptft_cli.batching import attention_mask, pad
+    from ptft_cli.batching import pad
 
-    rows, types = [], []
-    for i in idx:
-        p = pairs[i]
-        rows.append([s.cls, *p.a.tolist(), s.sep, *p.b.tolist(), s.sep])
-        types.append([0] * (len(p.a) + 2) + [1] * (len(p.b) + 1))
-    x = pad(rows, s.pad)
-    mask = attention_mask(rows)
-    special = (x == s.cls) | (x == s.sep) | (mask == 0)
-    gen = torch.Generator().manual_seed(batch_seed(seed, idx))
-    inputs, labels = mask_tokens(x, special, o, s, gen, ws)
-    nsp = torch.tensor([int(pairs[i].is_random) for i in idx])  # HF convention: 0 = B follows A, 1 = random
-    return {
-        "input_ids": inputs.to(device),
-        "attention_mask": mask.to(device),
-        "token_type_ids": pad(types, 0).to(device),
-        "labels": labels.to(device),
-        "next_sentence_label": nsp.to(device),
-    }
+    rows = [[s.cls, *pairs[i].a.tolist(), s.sep, *pairs[i].b.tolist(), s.sep] for i in idx]
+    types = [[0] * (len(pairs[i].a) + 2) + [1] * (len(pairs[i].b) + 1) for i in idx]
+    batch = _masked_rows(rows, s, o, batch_seed(seed, idx), ws)
+    batch["token_type_ids"] = pad(types, 0)
+    # HF convention: 0 = B follows A, 1 = B is random
+    batch["next_sentence_label"] = torch.tensor([int(pairs[i].is_random) for i in idx])
+    return {k: v.to(device) for k, v in batch.items()}
 
 
 # ---------------------------------------------------------------------------------------------
