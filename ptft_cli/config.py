@@ -136,7 +136,11 @@ class DataConfig:
         ge=0.0,
         lt=1.0,
     )
-    dataset: str | None = opt(None, "Hugging Face Hub dataset id, instead of local files.")
+    dataset: str | None = opt(
+        None,
+        "A Hugging Face dataset instead of files: a Hub id, or a local folder `datasets.load_dataset` reads.",
+        model_ref=True,
+    )
     dataset_config: str | None = opt(None, "Hub dataset configuration name (e.g. `sst2` of `glue`).")
     train_split: str = opt("train", "Hub dataset split used for training.")
     validation_split: str | None = opt(
@@ -727,7 +731,7 @@ def _check_semantics(cfg: Config, problems: list[ConfigError]) -> None:
         )
     if d.streaming and t.max_steps is None:
         bad("data.streaming", "a stream has no known length, so training needs training.max_steps")
-    if d.streaming and not d.validation and d.validation_fraction > 0:
+    if d.streaming and not d.validation and not d.dataset and d.validation_fraction > 0:
         bad(
             "data.streaming",
             "a stream cannot hold out a fraction",

@@ -89,6 +89,23 @@ def iter_pieces(paths: list[Path], *, fmt: str, text_column: str, boundary: str)
                     yield Piece(value, True, table.where(i))
 
 
+def iter_hub_pieces(
+    name: str, config: str | None, split: str, *, text_column: str, streaming: bool
+) -> Iterator[Piece]:
+    """One document per row of a Hugging Face dataset split (streamed when `streaming`)."""
+    table = data_io.read_hub_split(name, config, split, streaming=streaming)
+    for i, row in enumerate(table.rows, start=1):
+        if text_column not in row:
+            raise DataError(
+                f"no column {text_column!r} (the text)",
+                where=f"{table.path}:{i}",
+                hint=f"columns here: {', '.join(map(str, row))}; set data.text_column",
+            )
+        value = row[text_column]
+        if isinstance(value, str) and value.strip():
+            yield Piece(value, True, f"{table.path}:{i}")
+
+
 def _txt_lines(path: Path) -> Iterator[tuple[int, str]]:
     """(line number, line with its newline) of a UTF-8 file, read lazily; CRLF becomes LF."""
     with open(path, "rb") as f:

@@ -217,20 +217,29 @@ def _read_parquet(path: str) -> Table:
     return Table(path, rows, list(range(1, len(rows) + 1)))
 
 
-def read_hub_split(name: str, config: str | None, split: str) -> Table:
-    """Load one split of a Hub dataset (needs network or a local HF cache)."""
+def read_hub_split(name: str, config: str | None, split: str, *, streaming: bool = False) -> Table:
+    """One split of a Hugging Face dataset (a Hub id, or a local folder of data files).
+
+    With `streaming`, rows are read lazily (`Table.rows` is then an iterable, not a list).
+    """
     import datasets
 
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
     try:
-        ds = datasets.load_dataset(name, config, split=split)
+        ds = datasets.load_dataset(name, config, split=split, streaming=streaming)
     except Exception as e:  # network errors, missing configs, missing splits all surface here
         raise DataError(
-            f"cannot load Hub dataset split {split!r}: {str(e).splitlines()[0][:200]}",
-            where=f"hub:{name}" + (f"/{config}" if config else ""),
+            f"cannot load split {split!r}: {str(e).strip().splitlines()[0][:200]}",
+            where=f"dataset {name}" + (f" ({config})" if config else ""),
+            key="data.dataset",
             hint="check data.dataset, data.dataset_config and the split names; offline, use local files",
         ) from None
+    label = f"{Path(name).name if Path(name).exists() else name}[{split}]"
+    if streaming:
+        return Table(label, ds, [])  # type: ignore[arg-type]
     rows = ds.to_list()
-    return Table(f"hub:{name}[{split}]", rows, list(range(1, len(rows) + 1)))
+    return Table(label, rows, list(range(1, len(rows) + 1)))
 
 
 def split_off(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:

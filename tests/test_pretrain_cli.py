@@ -389,3 +389,50 @@ def test_fill_mask_predictions(cli, corpus_dir: Path, tmp_path: Path) -> None:
     (mask,) = row["masks"]
     scores = [p["score"] for p in mask["predictions"]]
     assert len(scores) == 3 and scores == sorted(scores, reverse=True)
+
+
+def test_a_datasets_folder_as_the_corpus_and_as_labelled_data(cli, tmp_path: Path, tiny_bert: Path) -> None:
+    """data.dataset takes anything `datasets.load_dataset` reads: a Hub id online, a local folder here."""
+    ds = tmp_path / "reviews"
+    ds.mkdir()
+    rng = random.Random(0)
+    for split, n in (("train", 120), ("validation", 30)):
+        rows = [
+            {
+                "text": f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)}",
+                "label": rng.choice(["neg", "pos"]),
+            }
+            for _ in range(n)
+        ]
+        (ds / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = clm_config(tmp_path, "")
+    config.write_text(
+        config.read_text().replace(
+            "  train: corpus/[ab].txt\n  validation: corpus/valid.txt\n", "  dataset: reviews\n"
+        )
+    )
+    for streaming in ("false", "true"):
+        result = cli(
+            "pretrain",
+            "--config",
+            config,
+            "--set",
+            f"data.streaming={streaming}",
+            "--overwrite",
+            "--set",
+            "training.max_steps=5",
+        )
+        assert result.exit_code == 0, result.output
+        assert json.loads((tmp_path / "run" / "results.json").read_text())["final"]["eval_tokens"] > 0
+    clf = tmp_path / "clf.yaml"
+    clf.write_text(
+        f"task: classification\noutput_dir: clf\ndevice: cpu\nmodel: {{name_or_path: {tiny_bert}}}\ndata: {{dataset: reviews}}\ntraining: {{epochs: 1}}\n"
+    )
+    result = cli("finetune", "--config", clf)
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "clf" / "model" / "config.json").read_text())["id2label"] == {
+        "0": "neg",
+        "1": "pos",
+    }
+    result = cli("pretrain", "--config", config, "--set", "data.train_split=nope", "--overwrite")
+    assert result.exit_code == 2 and "cannot load split 'nope'" in result.output

@@ -59,7 +59,7 @@ def _check_inputs(cfg: Config, command: str) -> lm.CorpusFiles:
         )
     if (
         cfg.training.best_metric
-        and not files.validation
+        and not (files.validation or files.hub_validation)
         and (cfg.data.validation_fraction == 0 or cfg.data.streaming)
     ):
         raise ConfigError(
@@ -70,13 +70,23 @@ def _check_inputs(cfg: Config, command: str) -> lm.CorpusFiles:
     return files
 
 
-def _pieces_lazy(cfg: Config, paths: list[Path]) -> Any:
+def _pieces_lazy(cfg: Config, paths: list[Path], hub_split: str | None = None) -> Any:
     d = cfg.data
+    if hub_split is not None:
+        assert d.dataset is not None
+        return corpus.iter_hub_pieces(
+            d.dataset, d.dataset_config, hub_split, text_column=d.text_column, streaming=d.streaming
+        )
     return corpus.iter_pieces(paths, fmt=d.format, text_column=d.text_column, boundary=d.document_boundary)
 
 
-def _pieces(cfg: Config, paths: list[Path]) -> list[corpus.Piece]:
-    return list(_pieces_lazy(cfg, paths))
+def _pieces(cfg: Config, paths: list[Path], hub_split: str | None = None) -> list[corpus.Piece]:
+    return list(_pieces_lazy(cfg, paths, hub_split))
+
+
+def _where(files: lm.CorpusFiles, cfg: Config, split: str) -> str:
+    paths = files.train if split == "train" else files.validation
+    return str(paths[0]) if paths else f"dataset {cfg.data.dataset}"
 
 
 @dataclass
@@ -88,19 +98,21 @@ class Texts:
 
 
 def read_texts(cfg: Config, files: lm.CorpusFiles) -> Texts:
-    train = _pieces(cfg, files.train)
+    train = _pieces(cfg, files.train, files.hub_train)
     if not any(p.text.strip() for p in train):
         raise DataError(
             "the training corpus is empty",
-            where=str(files.train[0]),
+            where=_where(files, cfg, "train"),
             key="data.train",
             hint="point data.train at text files with content",
         )
-    if files.validation:
-        validation = _pieces(cfg, files.validation)
+    if files.validation or files.hub_validation:
+        validation = _pieces(cfg, files.validation, files.hub_validation)
         if not any(p.text.strip() for p in validation):
             raise DataError(
-                "the validation corpus is empty", where=str(files.validation[0]), key="data.validation"
+                "the validation corpus is empty",
+                where=_where(files, cfg, "validation"),
+                key="data.validation",
             )
     elif cfg.data.validation_fraction > 0:
         train, validation = corpus.split_tail(train, cfg.data.validation_fraction)
@@ -140,6 +152,11 @@ def validate(cfg: Config) -> None:
 # Token arrays (cached)
 
 
+def _cache_dir(cfg: Config) -> str | None:
+    # A Hugging Face dataset has no files to fingerprint (and `datasets` caches it already).
+    return None if cfg.data.dataset else cfg.data.cache_dir
+
+
 def _options(cfg: Config, unit: str) -> dict[str, Any]:
     d = cfg.data
     return {
@@ -163,7 +180,7 @@ def token_streams(
     key = corpus.cache_key(
         files.train + files.validation, fingerprint(tokenizer), _options(cfg, f"stream-{sep}")
     )
-    hit = corpus.cache_load(cfg.data.cache_dir, key)
+    hit = corpus.cache_load(_cache_dir(cfg), key)
     if hit is not None:
         meta = hit["meta"]
         train = corpus.TokenStream(hit["train"], meta["train_chars"], meta["train_bytes"])
@@ -183,7 +200,7 @@ def token_streams(
         "val_bytes": val.bytes if val else 0,
         "has_validation": val is not None,
     }
-    corpus.cache_save(cfg.data.cache_dir, key, arrays, meta)
+    corpus.cache_save(_cache_dir(cfg), key, arrays, meta)
     return train, val, False
 
 
@@ -198,7 +215,7 @@ def token_segments(
         fingerprint(tokenizer),
         _options(cfg, "sentences" if sentences else "documents"),
     )
-    hit = corpus.cache_load(cfg.data.cache_dir, key)
+    hit = corpus.cache_load(_cache_dir(cfg), key)
     if hit is not None:
         train = corpus.Segments(hit["train_ids"], hit["train_offsets"], hit["train_doc"])
         val = (
@@ -219,7 +236,7 @@ def token_segments(
         "train_ids": train.ids, "train_offsets": train.offsets, "train_doc": train.doc,
         "val_ids": v.ids, "val_offsets": v.offsets, "val_doc": v.doc,
     }  # fmt: skip
-    corpus.cache_save(cfg.data.cache_dir, key, arrays, {"has_validation": val is not None})
+    corpus.cache_save(_cache_dir(cfg), key, arrays, {"has_validation": val is not None})
     return train, val, False
 
 
@@ -273,7 +290,7 @@ def _objective(
             tokens=tokens_of,
             flops_per_token=flops,
         )
-        size = _tokens(train) if train else f"streamed from {len(files.train)} file(s)"
+        size = _tokens(train) if train else _streamed(cfg, files)
         return Objective(hooks, n_batches, size, _tokens(val)), cached
 
     specials = mlm.Specials.of(tokenizer)
@@ -326,7 +343,7 @@ def _objective(
         collate_val = collate_train
         val_specs = _val_bodies(val, T, d.max_eval_samples, t.eval_batch_size) if val is not None else []
         batches_of = lambda epoch: _stream_batches(cfg, files, tokenizer, T - 2, T - 2, epoch)
-        sizes = (f"streamed from {len(files.train)} file(s)", _tokens(val))
+        sizes = (_streamed(cfg, files), _tokens(val))
         cached, lengths = False, None
     else:
         assert texts is not None
@@ -355,6 +372,14 @@ def _objective(
     )
     n_batches = None if d.streaming else len(batches_of(0))
     return Objective(hooks, n_batches, *sizes), cached
+
+
+def _streamed(cfg: Config, files: lm.CorpusFiles) -> str:
+    return (
+        f"streamed from dataset {cfg.data.dataset}"
+        if cfg.data.dataset
+        else f"streamed from {len(files.train)} file(s)"
+    )
 
 
 def _tokens(stream: corpus.TokenStream | None) -> str:
@@ -390,16 +415,16 @@ def _val_bodies(
 
 
 def _stream_validation(cfg: Config, files: lm.CorpusFiles, tokenizer: Any) -> corpus.TokenStream | None:
-    if not files.validation:
+    if not files.validation and not files.hub_validation:
         return None
-    pieces = _pieces(cfg, files.validation)
+    pieces = _pieces(cfg, files.validation, files.hub_validation)
     return corpus.tokenize_stream(pieces, tokenizer, lm.separator_id(tokenizer, cfg.task))
 
 
 def _stream_batches(cfg: Config, files: lm.CorpusFiles, tokenizer: Any, span: int, stride: int, epoch: int):
     """Streaming: read, tokenize, cut and shuffle on the fly; memory stays bounded by the buffers."""
     chunks = corpus.iter_token_chunks(
-        _pieces_lazy(cfg, files.train), tokenizer, lm.separator_id(tokenizer, cfg.task)
+        _pieces_lazy(cfg, files.train, files.hub_train), tokenizer, lm.separator_id(tokenizer, cfg.task)
     )
     blocks = corpus.iter_stream_blocks(
         chunks, span, stride, buffer_blocks=cfg.data.shuffle_buffer, seed=cfg.seed, epoch=epoch
@@ -433,7 +458,9 @@ def train(cfg: Config, *, overwrite: bool, command: str) -> dict[str, Any]:
     models.quiet_transformers()
 
     def train_pieces() -> Any:  # the tokenizer trainer may read the training split (only)
-        return iter(texts.train) if texts is not None else iter(_pieces_lazy(cfg, files.train))
+        return (
+            iter(texts.train) if texts is not None else iter(_pieces_lazy(cfg, files.train, files.hub_train))
+        )
 
     tokenizer, tokenizer_desc = lm.tokenizer_for(cfg, train_pieces)
     T = cfg.tokenizer.max_length

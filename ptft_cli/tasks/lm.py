@@ -28,19 +28,18 @@ LOWER_IS_BETTER = {"loss", "perplexity", "bits_per_char", "bits_per_byte"}
 
 @dataclass
 class CorpusFiles:
+    """Where the text comes from: files, or splits of a Hugging Face dataset (data.dataset)."""
+
     train: list[Path]
     validation: list[Path]
+    hub_train: str | None = None
+    hub_validation: str | None = None
 
 
 def corpus_files(cfg: Config) -> CorpusFiles:
     d = cfg.data
     if d.dataset:
-        raise ConfigError(
-            "language modelling reads local files in this version",
-            where=cfg.where("data.dataset"),
-            key="data.dataset",
-            hint="download the text and set data.train to the files",
-        )
+        return CorpusFiles([], [], d.train_split, d.validation_split)
     if not d.train:
         raise DataError(
             "no training corpus",
