@@ -24,7 +24,6 @@ $(BIN)/.installed: pyproject.toml
 extras: $(BIN)/.extras
 $(BIN)/.extras: $(BIN)/.installed
 	$(PIP) install --no-deps $(EXTRAS)
-	$(PIP) install "accelerate>=1.1"
 	touch $@
 
 # The main job on the embedded default, the whole story on bundled data (~2 min on a laptop CPU):
@@ -57,7 +56,9 @@ format: install
 	$(BIN)/ruff format ptft_cli tests scripts
 	$(BIN)/ruff check --fix ptft_cli tests scripts
 
+# Benchmarks print ratios against a named reference measured in the same run (see README).
 bench: extras
+	$(PIP) install "accelerate>=1.1"  # Hugging Face Trainer, the fine-tuning reference
 	$(BIN)/python scripts/bench_finetune_sst2.py
 	$(BIN)/python scripts/bench_predict.py
 	$(BIN)/python scripts/bench_nanogpt.py

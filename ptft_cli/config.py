@@ -24,7 +24,7 @@ from ptft_cli.errors import ConfigError
 
 TASKS = ("classification", "mlm", "mlm+nsp", "clm")
 # Architectures ptft builds from scratch (tested); any transformers model loads by name_or_path.
-ENCODERS = ("bert", "roberta", "distilbert", "electra")
+ENCODERS = ("bert", "roberta", "distilbert", "electra", "modernbert")
 DECODERS = ("gpt2", "llama", "mistral")
 PRETRAIN_TASKS = ("mlm", "mlm+nsp", "clm")
 FINETUNE_TASKS = ("classification", "clm")
@@ -52,12 +52,12 @@ class ModelConfig:
         "Pretrained model: a local directory (e.g. a ptft run's `model/`) or a Hugging Face Hub id.",
         model_ref=True,
     )
-    architecture: Literal["bert", "roberta", "distilbert", "electra", "gpt2", "llama", "mistral"] | None = (
-        opt(
-            None,
-            "Build a new, randomly initialised model of this family (pretrain only; sized by the keys below). "
-            "Null loads `name_or_path`.",
-        )
+    architecture: (
+        Literal["bert", "roberta", "distilbert", "electra", "modernbert", "gpt2", "llama", "mistral"] | None
+    ) = opt(
+        None,
+        "Build a new, randomly initialised model of this family (pretrain only; sized by the keys below). "
+        "Null loads `name_or_path`.",
     )
     hidden_size: int = opt(256, "Width of a new model.", ge=8)
     num_layers: int = opt(4, "Transformer blocks of a new model.", ge=1)

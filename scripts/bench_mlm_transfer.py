@@ -7,7 +7,7 @@
 3. The same fine-tuning from a randomly initialised copy of the same network (same config, same
    tokenizer, only the weights differ).
 
-    python scripts/bench_mlm_transfer.py [--pretrain-steps 1500] [--data ../shared/data]
+    python scripts/bench_mlm_transfer.py [--pretrain-steps 2500] [--epochs 5] [--lr 3e-4] [--data ../shared/data]
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def ptft(*args: str) -> None:
     )
 
 
-def finetune(work: Path, name: str, model_dir: Path, sst2: Path, epochs: int) -> dict:
+def finetune(work: Path, name: str, model_dir: Path, sst2: Path, epochs: int, lr: float) -> dict:
     config = work / f"{name}.yaml"
     config.write_text(
         f"""task: classification
@@ -46,7 +46,7 @@ data:
 training:
   epochs: {epochs}
   batch_size: 32
-  learning_rate: 1.0e-4
+  learning_rate: {lr}
   warmup_ratio: 0.1
   best_metric: accuracy
 """,
@@ -64,8 +64,9 @@ training:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
-    p.add_argument("--pretrain-steps", type=int, default=1500)
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--pretrain-steps", type=int, default=2500)
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--lr", type=float, default=3e-4, help="fine-tuning learning rate (both arms)")
     args = p.parse_args()
     if (
         not (args.data / "wikitext2_raw" / "wiki.valid.raw").is_file()
@@ -100,9 +101,9 @@ def main() -> None:
 
     sst2 = args.data / "sst2"
     print("fine-tuning the pretrained model on SST-2 ...", flush=True)
-    pretrained = finetune(work, "ft-pretrained", work / "pretrain" / "model", sst2, args.epochs)
+    pretrained = finetune(work, "ft-pretrained", work / "pretrain" / "model", sst2, args.epochs, args.lr)
     print("fine-tuning the randomly initialised copy on SST-2 ...", flush=True)
-    scratch = finetune(work, "ft-random", work / "random-init", sst2, args.epochs)
+    scratch = finetune(work, "ft-random", work / "random-init", sst2, args.epochs, args.lr)
 
     print("\n| model | SST-2 dev accuracy (best epoch) | final | fine-tune s |\n|---|---|---|---|")
     print(

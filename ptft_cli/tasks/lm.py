@@ -168,6 +168,8 @@ def _size_config(cfg: Config, tokenizer: Any) -> dict[str, Any]:
         if tokenizer.eos_token_id is not None
         else tokenizer.sep_token_id,
     }
+    if m.architecture in ENCODERS:
+        size.update(cls_token_id=tokenizer.cls_token_id, sep_token_id=tokenizer.sep_token_id)
     inner = m.intermediate_size or 4 * m.hidden_size
     if m.architecture == "gpt2":
         size["n_inner"] = inner
