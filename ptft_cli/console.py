@@ -48,9 +48,11 @@ def error(message: str, hint: str | None = None) -> None:
 
 
 def key_values(title: str, rows: Iterable[tuple[str, Any]]) -> None:
-    table = Table(title=title, show_header=False, title_justify="left", box=None, padding=(0, 2, 0, 0))
-    table.add_column(style="bold")
-    table.add_column()
+    # The title is its own line: as a Table title it would wrap to the table's width.
+    console.print(Text(title, style="bold underline"), soft_wrap=True)
+    table = Table(show_header=False, box=None, padding=(0, 2, 0, 0))
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")  # long paths wrap instead of being cut with "…"
     for key, value in rows:
         table.add_row(key, Text(str(value)))
     console.print(table)
@@ -67,7 +69,7 @@ def fmt(v: Any) -> str:
 
 
 def per_class_table(report: dict[str, dict[str, float]]) -> None:
-    table = Table(title="per class", title_justify="left")
+    table = Table(title="per class", title_justify="left", min_width=50)
     for col in ("label", "precision", "recall", "f1", "support"):
         table.add_column(col, justify="left" if col == "label" else "right")
     for label, row in report.items():

@@ -256,43 +256,65 @@ def _objective(
     cfg: Config, files: lm.CorpusFiles, texts: Texts | None, tokenizer: Any, hw: Any, flops: float
 ) -> tuple[Objective, bool]:
     """Build the batch order, collation, loss and evaluation of the configured objective."""
+    build = _clm_objective if cfg.task == "clm" else _mlm_objective
+    return build(cfg, files, texts, tokenizer, hw, flops)
+
+
+def _lower_is_better(name: str) -> bool:
+    return name in lm.LOWER_IS_BETTER
+
+
+def _tokens_in(batch: dict) -> int:
+    return int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
+
+
+def _clm_objective(
+    cfg: Config, files: lm.CorpusFiles, texts: Texts | None, tokenizer: Any, hw: Any, flops: float
+) -> tuple[Objective, bool]:
+    """Causal LM: T+1-token blocks of the packed stream (or of the stream read on the fly)."""
+    from ptft_cli import loop
+    from ptft_cli.tasks import clm
+
+    t, d = cfg.training, cfg.data
+    T, seed, device = cfg.tokenizer.max_length, cfg.seed, hw.device
+    if d.streaming:
+        train, val, cached = None, _stream_validation(cfg, files, tokenizer), False
+        batches_of = lambda epoch: _stream_batches(cfg, files, tokenizer, T + 1, T, epoch)
+        collate = lambda blocks: clm.collate_blocks(blocks, device)
+        n_batches = None
+    else:
+        assert texts is not None
+        train, val, cached = token_streams(cfg, files, texts, tokenizer)
+        ids = train.ids
+        _check_enough(cfg, len(ids), T + 1)
+        batches_of = lambda epoch: clm.epoch_batches(len(ids), T, t.batch_size, seed=seed, epoch=epoch)
+        collate = lambda starts: clm.collate_blocks(clm.gather(ids, starts, T + 1), device)
+        n_batches = len(batches_of(0))
+    hooks = loop.TaskHooks(
+        epoch_batches=batches_of,
+        collate=collate,
+        loss_sum=lambda m, b: clm.loss_sum(m, b, hw),
+        count=lambda b: b["labels"].numel(),
+        evaluate=(lambda m: clm.evaluate(m, val, T, t.eval_batch_size, hw, d.max_eval_samples))
+        if val
+        else None,
+        lower_is_better=_lower_is_better,
+        tokens=_tokens_in,
+        flops_per_token=flops,
+    )
+    size = _tokens(train) if train else _streamed(cfg, files)
+    return Objective(hooks, n_batches, size, _tokens(val)), cached
+
+
+def _mlm_objective(
+    cfg: Config, files: lm.CorpusFiles, texts: Texts | None, tokenizer: Any, hw: Any, flops: float
+) -> tuple[Objective, bool]:
+    """Masked LM: packed blocks, one document per example, or NSP sentence pairs; masked per batch."""
     from ptft_cli import batching, loop
-    from ptft_cli.tasks import clm, mlm
+    from ptft_cli.tasks import mlm
 
     t, d, o = cfg.training, cfg.data, cfg.objective
     T, seed, device = cfg.tokenizer.max_length, cfg.seed, hw.device
-    lower = lambda name: name in lm.LOWER_IS_BETTER
-    tokens_of = lambda b: int(b["attention_mask"].sum()) if "attention_mask" in b else b["input_ids"].numel()
-
-    if cfg.task == "clm":
-        if d.streaming:
-            train, val, cached = None, _stream_validation(cfg, files, tokenizer), False
-            batches_of = lambda epoch: _stream_batches(cfg, files, tokenizer, T + 1, T, epoch)
-            collate = lambda blocks: clm.collate_blocks(blocks, device)
-            n_batches = None
-        else:
-            assert texts is not None
-            train, val, cached = token_streams(cfg, files, texts, tokenizer)
-            ids = train.ids
-            _check_enough(cfg, len(ids), T + 1)
-            batches_of = lambda epoch: clm.epoch_batches(len(ids), T, t.batch_size, seed=seed, epoch=epoch)
-            collate = lambda starts: clm.collate_blocks(clm.gather(ids, starts, T + 1), device)
-            n_batches = len(batches_of(0))
-        hooks = loop.TaskHooks(
-            epoch_batches=batches_of,
-            collate=collate,
-            loss_sum=lambda m, b: clm.loss_sum(m, b, hw),
-            count=lambda b: b["labels"].numel(),
-            evaluate=(lambda m: clm.evaluate(m, val, T, t.eval_batch_size, hw, d.max_eval_samples))
-            if val
-            else None,
-            lower_is_better=lower,
-            tokens=tokens_of,
-            flops_per_token=flops,
-        )
-        size = _tokens(train) if train else _streamed(cfg, files)
-        return Objective(hooks, n_batches, size, _tokens(val)), cached
-
     specials = mlm.Specials.of(tokenizer)
     ws = mlm.word_starts(tokenizer) if o.whole_word_masking else None
 
@@ -366,8 +388,8 @@ def _objective(
         loss_sum=lambda m, b: mlm.loss_sum(m, b, hw),
         count=mlm.count,
         evaluate=(lambda m: mlm.evaluate(m, val_batches, hw)) if val_batches else None,
-        lower_is_better=lower,
-        tokens=tokens_of,
+        lower_is_better=_lower_is_better,
+        tokens=_tokens_in,
         flops_per_token=flops,
     )
     n_batches = None if d.streaming else len(batches_of(0))
