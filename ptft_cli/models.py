@@ -19,7 +19,16 @@ DROPOUT_KEYS = (
     "attention_dropout",
     "hidden_dropout",
     "dropout",
+    "embedding_dropout",  # ModernBERT
+    "mlp_dropout",
 )
+
+
+def set_dropout(config: Any, p: float) -> None:
+    """Every dropout probability the config's architecture has (and no others) becomes p."""
+    for name in DROPOUT_KEYS:
+        if hasattr(config, name):
+            setattr(config, name, p)
 
 
 def check_ref(ref: str | None, key: str, where: str, *, what: str = "model") -> str:
@@ -101,9 +110,7 @@ def load_config(ref: str, m: ModelConfig, key: str, where: str, **overrides: Any
     except (OSError, ValueError, KeyError) as e:
         raise _hub_error(ref, key, where, e) from None
     if m.dropout is not None:
-        for name in DROPOUT_KEYS:
-            if hasattr(config, name):
-                setattr(config, name, m.dropout)
+        set_dropout(config, m.dropout)
     return config
 
 

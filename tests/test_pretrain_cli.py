@@ -239,6 +239,20 @@ def test_nsp_pretraining(cli, corpus_dir: Path, tmp_path: Path) -> None:
     assert config["architectures"] == ["BertForPreTraining"]
 
 
+def test_modernbert_mlm_pretraining_makes_a_mean_pooling_classifier(
+    cli, corpus_dir: Path, tmp_path: Path
+) -> None:
+    result = cli("pretrain", "--config", mlm_config(tmp_path), "--set", "model.architecture=modernbert")
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in records if "loss" in r]
+    assert losses[-1] < losses[0]
+    config = json.loads((tmp_path / "run" / "model" / "config.json").read_text())
+    assert config["architectures"] == ["ModernBertForMaskedLM"]
+    # the [CLS] state of an MLM-only encoder was never trained: classifiers read the token mean
+    assert config["classifier_pooling"] == "mean"
+
+
 def test_line_by_line_mlm(cli, corpus_dir: Path, tmp_path: Path) -> None:
     result = cli("pretrain", "--config", mlm_config(tmp_path), "--set", "data.packing=false")
     assert result.exit_code == 0, result.output

@@ -180,23 +180,13 @@ def _size_config(cfg: Config, tokenizer: Any) -> dict[str, Any]:
     if m.architecture in ("llama", "mistral"):
         size["num_key_value_heads"] = m.num_kv_heads or m.num_heads
         size["tie_word_embeddings"] = True  # small models: the output layer shares the embedding
+    if m.architecture == "modernbert":
+        # As in the released ModernBERT checkpoints: a classifier fine-tuned on an MLM-only encoder
+        # reads the mean of the token states; the [CLS] state was never trained for anything.
+        size["classifier_pooling"] = "mean"
     if m.architecture == "roberta":
         # RoBERTa's position ids start after the padding index.
         size["max_position_embeddings"] += (tokenizer.pad_token_id or 0) + 1
-    if m.dropout is not None:
-        for name in (
-            "hidden_dropout_prob",
-            "attention_probs_dropout_prob",
-            "resid_pdrop",
-            "embd_pdrop",
-            "attn_pdrop",
-            "attention_dropout",
-            "dropout",
-        ):
-            size[name] = m.dropout
-    elif m.architecture in DECODERS:
-        # Pretraining from scratch on a small corpus: nanoGPT-style zero dropout unless asked.
-        size.update(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, attention_dropout=0.0)
     return size
 
 
@@ -220,6 +210,10 @@ def build_model(cfg: Config, tokenizer: Any, attn: str) -> tuple[Any, str]:
     cls = auto_class(cfg.task)
     if m.architecture:
         config = AutoConfig.for_model(m.architecture, **_size_config(cfg, tokenizer))
+        if m.dropout is not None:
+            models.set_dropout(config, m.dropout)
+        elif m.architecture in DECODERS:
+            models.set_dropout(config, 0.0)  # from scratch on a small corpus: nanoGPT's zero dropout
         config._attn_implementation = attn
         model = cls.from_config(config, attn_implementation=attn)
         return model, f"new {m.architecture} ({type(model).__name__})"
