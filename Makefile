@@ -26,7 +26,7 @@ $(BIN)/.extras: $(BIN)/.installed
 	$(PIP) install --no-deps $(EXTRAS)
 	touch $@
 
-# The main job on the embedded default, the whole story on bundled data (~2 min on a laptop CPU):
+# The main job on the embedded default, the whole story on bundled data (~4 min on a 2-core CPU):
 # pretrain a small BERT with masked LM (its tokenizer too), fill a mask with it, fine-tune it for
 # sentiment and evaluate it; then fine-tune a real pretrained encoder (MiniLM, from the offline
 # package), evaluate it and label new texts. Re-running replaces the earlier demo runs.

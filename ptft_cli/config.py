@@ -81,7 +81,10 @@ class ModelConfig:
         "is slower there), `sdpa` otherwise.",
     )
     dropout: float | None = opt(
-        None, "Override the model's hidden and attention dropout (null keeps the model's).", ge=0.0, lt=1.0
+        None,
+        "Override every dropout of the model (hidden, attention, embedding; null keeps the model's).",
+        ge=0.0,
+        lt=1.0,
     )
     freeze_backbone: bool = opt(False, "Train only the task head; the pretrained encoder stays frozen.")
     train_top_k_layers: int | None = opt(
