@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,7 +35,7 @@ def ptft(*args: str) -> None:
     )
 
 
-def finetune(work: Path, name: str, model_dir: Path, sst2: Path, epochs: int, lr: float, seed: int) -> dict:
+def finetune(work: Path, name: str, model_dir: Path, sst2: Path, epochs: int, lr: float, seed: int) -> float:
     config = work / f"{name}.yaml"
     config.write_text(
         f"""task: classification
@@ -58,12 +59,7 @@ training:
         encoding="utf-8",
     )
     ptft("finetune", "--config", str(config))
-    results = json.loads((work / name / "results.json").read_text())
-    return {
-        "best_accuracy": results["best"]["value"],
-        "final_accuracy": results["final"]["eval_accuracy"],
-        "seconds": results["train_seconds"],
-    }
+    return json.loads((work / name / "results.json").read_text())["best"]["value"]
 
 
 def main() -> None:
@@ -121,12 +117,13 @@ def main() -> None:
             for arm in arms:
                 model_dir = run / "model" if arm == "pretrained" else work / f"random-init-{seed}"
                 print(f"fine-tuning the {arm} model on SST-2, lr {lr:g}, seed {seed} ...", flush=True)
-                r = finetune(work, f"ft-{arm}-{lr:g}-{seed}", model_dir, sst2, args.epochs, lr, seed)
-                acc.setdefault((arm, lr), []).append(r["best_accuracy"])
+                best_accuracy = finetune(
+                    work, f"ft-{arm}-{lr:g}-{seed}", model_dir, sst2, args.epochs, lr, seed
+                )
+                acc.setdefault((arm, lr), []).append(best_accuracy)
 
     def mean_sd(xs: list[float]) -> tuple[float, float]:
-        m = sum(xs) / len(xs)
-        return m, (sum((x - m) ** 2 for x in xs) / max(len(xs) - 1, 1)) ** 0.5
+        return statistics.fmean(xs), statistics.stdev(xs) if len(xs) > 1 else 0.0
 
     print(f"\nSST-2 dev accuracy (best epoch), mean ± sd over seeds {args.seeds}")
     print("\n| model | " + " | ".join(f"lr {lr:g}" for lr in lrs) + " | best lr |")

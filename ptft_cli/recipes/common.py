@@ -62,7 +62,11 @@ def fit(
     started: float,
 ) -> dict[str, Any]:
     """The shared second half of every training recipe: optimizer and schedule, the run header,
-    the run directory (its first write), the loop, and the results."""
+    the run directory (its first write), the loop, and the results.
+
+    `rows` are the recipe's own header rows, task and model first: the parameter count goes
+    after those two, the device, batch, schedule and output rows after the rest.
+    """
     import torch
 
     from ptft_cli import loop, models, optim

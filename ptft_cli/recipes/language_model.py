@@ -70,7 +70,7 @@ def _check_inputs(cfg: Config, command: str) -> lm.CorpusFiles:
     return files
 
 
-def _pieces_lazy(cfg: Config, paths: list[Path], hub_split: str | None = None) -> Any:
+def _iter_pieces(cfg: Config, paths: list[Path], hub_split: str | None = None) -> Any:
     d = cfg.data
     if hub_split is not None:
         assert d.dataset is not None
@@ -81,7 +81,7 @@ def _pieces_lazy(cfg: Config, paths: list[Path], hub_split: str | None = None) -
 
 
 def _pieces(cfg: Config, paths: list[Path], hub_split: str | None = None) -> list[corpus.Piece]:
-    return list(_pieces_lazy(cfg, paths, hub_split))
+    return list(_iter_pieces(cfg, paths, hub_split))
 
 
 def _where(files: lm.CorpusFiles, cfg: Config, split: str) -> str:
@@ -296,7 +296,7 @@ def _clm_objective(
         loss_sum=lambda m, b: clm.loss_sum(m, b, hw),
         count=lambda b: b["labels"].numel(),
         evaluate=(lambda m: clm.evaluate(m, val, T, t.eval_batch_size, hw, d.max_eval_samples))
-        if val
+        if val is not None
         else None,
         lower_is_better=_lower_is_better,
         tokens=_tokens_in,
@@ -446,7 +446,7 @@ def _stream_validation(cfg: Config, files: lm.CorpusFiles, tokenizer: Any) -> co
 def _stream_batches(cfg: Config, files: lm.CorpusFiles, tokenizer: Any, span: int, stride: int, epoch: int):
     """Streaming: read, tokenize, cut and shuffle on the fly; memory stays bounded by the buffers."""
     chunks = corpus.iter_token_chunks(
-        _pieces_lazy(cfg, files.train, files.hub_train), tokenizer, lm.separator_id(tokenizer, cfg.task)
+        _iter_pieces(cfg, files.train, files.hub_train), tokenizer, lm.separator_id(tokenizer, cfg.task)
     )
     blocks = corpus.iter_stream_blocks(
         chunks, span, stride, buffer_blocks=cfg.data.shuffle_buffer, seed=cfg.seed, epoch=epoch
@@ -481,7 +481,7 @@ def train(cfg: Config, *, overwrite: bool, command: str) -> dict[str, Any]:
 
     def train_pieces() -> Any:  # the tokenizer trainer may read the training split (only)
         return (
-            iter(texts.train) if texts is not None else iter(_pieces_lazy(cfg, files.train, files.hub_train))
+            iter(texts.train) if texts is not None else iter(_iter_pieces(cfg, files.train, files.hub_train))
         )
 
     tokenizer, tokenizer_desc = lm.tokenizer_for(cfg, train_pieces)

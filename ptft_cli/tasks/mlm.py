@@ -220,10 +220,9 @@ def nsp_pairs(sents: corpus.Segments, length: int, random_ratio: float, seed: in
                     b = np.concatenate([sents.get(k) for k in chunk[cut:]])
                     is_random = False
                 # trim the longer side until the pair fits (both end up near budget / 2)
-                excess = len(a) + len(b) - budget
-                if excess > 0:
-                    cut_a = min(excess, max(0, len(a) - max(len(b) - excess, budget // 2)))
-                    a, b = a[: len(a) - cut_a], b[: len(b) - (excess - cut_a)]
+                if len(a) + len(b) > budget:
+                    keep_a = min(len(a), max(budget // 2, budget - len(b)))
+                    a, b = a[:keep_a], b[: budget - keep_a]
                 if len(a) and len(b):
                     pairs.append(Pair(a, b, is_random))
             chunk, size = [], 0
