@@ -1,30 +1,47 @@
-"""The output directory: its layout, claiming it safely, and atomic saves of models and training state.
+"""The run directory: its whole layout, claiming it, atomic writes, and resumable checkpoints.
 
     <output_dir>/
-      config.yaml        the resolved config (absolute paths, every default filled in)
-      env.json           python / torch / transformers versions, device, precision, git sha
-      metrics.jsonl      one JSON object per logged step or evaluation
-      results.json       final and best metrics when training ends
-      loss.png           training and validation loss by step
-      model/             final model + tokenizer (the best one when training.best_metric is set)
-      checkpoints/step-N/  model + optimizer + scheduler + loop state, for resuming
+      config.yaml          the resolved config (absolute paths, every default filled in)
+      env.json             python / torch / transformers versions, device, precision, git sha
+      split.json           the validation rows held out of the training file (when a fraction was held out)
+      metrics.jsonl        one JSON object per logged step or evaluation
+      results.json         final and best metrics when training ends
+      loss.png             training and validation loss by step
+      model/               final model + tokenizer (the best one when training.best_metric is set)
+      checkpoints/step-N/  a resumable checkpoint (see `save_checkpoint`)
+      eval/                `ptft evaluate`: metrics.json, confusion_matrix.png
+      predictions.jsonl    `ptft predict` (unless --output says otherwise)
 
 Every file is written to a temporary name and renamed into place, so a kill at any moment leaves
-the previous version intact. A run never writes into a directory that holds another run.
+the previous version intact. A checkpoint becomes visible only once complete (its `checkpoint.json`
+lists every file and its size, and is written last); a partial one is never picked up. A run never
+writes into a directory that holds another run.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import random
 import shutil
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ptft_cli.errors import RunDirError
+import numpy as np
+
+from ptft_cli.errors import PtftError, RunDirError
 
 RUN_MARKERS = ("config.yaml", "env.json", "metrics.jsonl")
+CHECKPOINT_MARKER = "checkpoint.json"
+CHECKPOINT_FORMAT = 1
+
+
+class SaveError(PtftError):
+    """A file could not be written (disk full, no permission); the previous version survives."""
 
 
 class RunDir:
@@ -33,11 +50,17 @@ class RunDir:
 
     config_yaml = property(lambda self: self.path / "config.yaml")
     env_json = property(lambda self: self.path / "env.json")
+    split_json = property(lambda self: self.path / "split.json")
     metrics_jsonl = property(lambda self: self.path / "metrics.jsonl")
     results_json = property(lambda self: self.path / "results.json")
     loss_png = property(lambda self: self.path / "loss.png")
     model_dir = property(lambda self: self.path / "model")
     checkpoints_dir = property(lambda self: self.path / "checkpoints")
+    eval_dir = property(lambda self: self.path / "eval")
+    predictions = property(lambda self: self.path / "predictions.jsonl")
+
+    def holds_run(self) -> bool:
+        return self.path.is_dir() and any((self.path / m).exists() for m in RUN_MARKERS)
 
     def check_claimable(self, *, overwrite: bool, where: str) -> None:
         """Refuse (before anything is written) if the directory holds another run or other files."""
@@ -57,7 +80,7 @@ class RunDir:
                 f"{p} already holds a run",
                 where=where,
                 key="output_dir",
-                hint="choose a new output_dir, or pass --overwrite to replace that run",
+                hint="choose a new output_dir, pass --resume auto to continue it, or --overwrite to replace it",
             )
         raise RunDirError(
             f"{p} is not empty and is not a ptft run ({len(entries)} entries)",
@@ -66,32 +89,68 @@ class RunDir:
             hint="point output_dir at a new or empty directory",
         )
 
-    def claim(self, *, overwrite: bool) -> None:
-        """Create the directory; with overwrite, first remove the previous run (checked claimable)."""
-        if overwrite and self.path.exists() and any(self.path.iterdir()):
+    def claim(self, *, replace: bool) -> None:
+        """Create the directory; with `replace`, first remove the previous run (checked claimable)."""
+        if replace and self.path.exists() and any(self.path.iterdir()):
             shutil.rmtree(self.path)
         self.path.mkdir(parents=True, exist_ok=True)
 
     def checkpoint(self, step: int) -> Path:
         return self.checkpoints_dir / f"step-{step:08d}"
 
-    def latest_checkpoint(self) -> Path | None:
-        """The newest complete checkpoint (temporary `.tmp-*` folders from a killed save are ignored)."""
+    def checkpoints(self) -> list[Path]:
+        """Complete checkpoints, oldest first (temporary folders of a killed save are ignored)."""
         if not self.checkpoints_dir.is_dir():
-            return None
-        done = sorted(p for p in self.checkpoints_dir.glob("step-*") if (p / "state.json").is_file())
+            return []
+        return sorted(p for p in self.checkpoints_dir.glob("step-*") if is_complete(p))
+
+    def latest_checkpoint(self) -> Path | None:
+        done = self.checkpoints()
         return done[-1] if done else None
+
+    def remove_temporaries(self) -> None:
+        """Folders left by a save or a deletion that was killed halfway."""
+        for folder in (self.path, self.checkpoints_dir):
+            if folder.is_dir():
+                for p in folder.glob(".tmp-*"):
+                    shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+                for p in folder.glob(".trash-*"):
+                    shutil.rmtree(p, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Atomic writes
+
+
+def _disk_error(path: Path, e: OSError) -> SaveError:
+    reason = {
+        errno.ENOSPC: "no space left on the device",
+        errno.EDQUOT: "disk quota exceeded",
+        errno.EACCES: "permission denied",
+        errno.EROFS: "read-only file system",
+    }.get(e.errno or 0, e.strerror or str(e))
+    return SaveError(
+        f"cannot write {path}: {reason}",
+        where=str(path.parent),
+        hint="free space or fix permissions, then continue with --resume auto; earlier files are intact",
+    )
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise _disk_error(path, e) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise _disk_error(path, e) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -101,20 +160,27 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
-def atomic_save_dir(dest: Path, write: Any) -> None:
-    """Fill a temporary sibling folder with `write(folder)`, then swap it in for `dest`."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".tmp-{dest.name}-"))
+def atomic_save_dir(dest: Path, write: Callable[[Path], None]) -> None:
+    """Fill a temporary sibling folder with `write(folder)`, fsync it, then swap it in for `dest`."""
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".tmp-{dest.name}-"))
+    except OSError as e:
+        raise _disk_error(dest, e) from None
     try:
         write(tmp)
         _fsync_tree(tmp)
         if dest.exists():
-            old = dest.with_name(f".old-{dest.name}-{os.getpid()}")
+            old = dest.with_name(f".trash-{dest.name}-{os.getpid()}")
             os.replace(dest, old)
             os.replace(tmp, dest)
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, dest)
+        _fsync_dir(dest.parent)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise _disk_error(dest, e) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -125,6 +191,21 @@ def _fsync_tree(folder: Path) -> None:
         if f.is_file():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
+    _fsync_dir(folder)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename or a new file in `folder` durable (no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def save_pretrained(model: Any, tokenizer: Any, dest: Path) -> None:
@@ -138,53 +219,202 @@ def save_pretrained(model: Any, tokenizer: Any, dest: Path) -> None:
     atomic_save_dir(dest, write)
 
 
-def save_training_state(
-    run: RunDir,
-    step: int,
-    *,
-    model: Any,
-    tokenizer: Any,
-    optimizer: Any,
-    scheduler: Any,
-    scaler: Any,
-    state: dict,
-    keep: int,
-) -> Path:
-    """A resumable checkpoint: a loadable model folder plus optimizer/scheduler/RNG state.
+# ---------------------------------------------------------------------------------------------
+# Checkpoints
 
-    `state.json` is written last inside the temporary folder, so a folder without it was never
-    completed; the rename makes the whole checkpoint appear at once.
+
+@dataclass
+class Snapshot:
+    """What a checkpoint holds besides the loop state; `opt` is a `loop.Optimization`."""
+
+    model: Any
+    tokenizer: Any
+    opt: Any
+    config_yaml: str  # the resolved config, to refuse a resume whose config changed
+    data_files: dict[str, int]  # training/validation files and their sizes, to notice edited data
+
+
+def save_checkpoint(run: RunDir, state: Any, snap: Snapshot, *, keep: int) -> Path:
+    """A resumable checkpoint of `state` (a `loop.TrainState`) in `checkpoints/step-N/`:
+
+        model.safetensors, config.json, tokenizer files   the weights, loadable by transformers
+        training_state.pt    optimizer, scheduler, grad scaler, torch/CUDA RNG (torch.load weights_only)
+        data_position.npz    a stream's buffered tokens (streaming runs only)
+        state.json           counters, data position, best-so-far, early stopping, python/numpy RNG
+        metrics.jsonl        the metrics history up to this step
+        config.yaml          the run's resolved config
+        checkpoint.json      every file above with its size; written last, so it marks a complete checkpoint
+
+    Then prunes old ones: the newest `keep` stay, and the one at the best step.
     """
     import torch
 
+    dest = run.checkpoint(state.step)
+
     def write(folder: Path) -> None:
-        model.save_pretrained(folder, safe_serialization=True)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(folder)
+        snap.model.save_pretrained(folder, safe_serialization=True)
+        if snap.tokenizer is not None:
+            snap.tokenizer.save_pretrained(folder)
+        opt = snap.opt
         torch.save(
             {
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict() if scaler is not None else None,
-                "rng_cpu": torch.get_rng_state(),
+                "optimizer": opt.optimizer.state_dict(),
+                "scheduler": opt.scheduler.state_dict(),
+                "scaler": opt.scaler.state_dict() if opt.scaler is not None else None,
+                "rng_torch": torch.get_rng_state(),
                 "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             },
             folder / "training_state.pt",
         )
-        (folder / "state.json").write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
+        if state.stream is not None:
+            np.savez(folder / "data_position.npz", **state.stream["arrays"])
+        if run.metrics_jsonl.is_file():
+            shutil.copyfile(run.metrics_jsonl, folder / "metrics.jsonl")
+        else:
+            (folder / "metrics.jsonl").write_text("", encoding="utf-8")
+        (folder / "config.yaml").write_text(snap.config_yaml, encoding="utf-8")
+        extras = {"rng_python": _python_rng(), "rng_numpy": _numpy_rng(), "data_files": snap.data_files}
+        (folder / "state.json").write_text(
+            json.dumps({"state": state.to_dict(), **extras}, indent=1) + "\n", encoding="utf-8"
+        )
+        _fsync_tree(folder)  # everything is on disk before the marker says so
+        files = {
+            str(p.relative_to(folder)): p.stat().st_size for p in sorted(folder.rglob("*")) if p.is_file()
+        }
+        marker = {"format": CHECKPOINT_FORMAT, "step": state.step, "files": files}
+        (folder / CHECKPOINT_MARKER).write_text(json.dumps(marker, indent=1) + "\n", encoding="utf-8")
 
-    dest = run.checkpoint(step)
     atomic_save_dir(dest, write)
-    old = sorted(p for p in run.checkpoints_dir.glob("step-*") if p != dest)
-    for stale in old[: max(0, len(old) - (keep - 1))]:
-        shutil.rmtree(stale, ignore_errors=True)
+    _prune(run, keep=keep, best_step=state.best_step, newest=dest)
     return dest
 
 
-def load_training_state(folder: Path) -> tuple[dict, dict]:
-    """(loop state, tensors) of a checkpoint; tensors are loaded with weights_only=True (no pickled code)."""
+def _prune(run: RunDir, *, keep: int, best_step: int | None, newest: Path) -> None:
+    """Delete all but the newest `keep` checkpoints and the best one (renamed first, so a kill
+    halfway through a deletion never leaves a half-deleted folder that looks like a checkpoint)."""
+    done = [p for p in run.checkpoints() if p != newest] + [newest]
+    done.sort()
+    best = run.checkpoint(best_step) if best_step is not None else None
+    for stale in done[: max(0, len(done) - keep)]:
+        if stale == best:
+            continue
+        trash = stale.with_name(f".trash-{stale.name}")
+        try:
+            os.replace(stale, trash)
+        except OSError:
+            continue
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def is_complete(folder: Path) -> bool:
+    """True when the marker exists and every file it lists is there with its size."""
+    try:
+        marker = json.loads((folder / CHECKPOINT_MARKER).read_text(encoding="utf-8"))
+        return all((folder / name).stat().st_size == size for name, size in marker["files"].items())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+
+
+@dataclass
+class Saved:
+    """A checkpoint read back: the loop state, its saved config and data fingerprint."""
+
+    path: Path
+    state: dict[str, Any]  # loop.TrainState.to_dict() with the stream's arrays put back
+    config_yaml: str
+    data_files: dict[str, int]
+    rng_python: Any
+    rng_numpy: Any
+
+
+def read_checkpoint(folder: Path) -> Saved:
+    """The plain parts of a checkpoint (no torch): state, config, RNG of python and numpy."""
+    meta = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+    state = meta["state"]
+    if state.get("stream") is not None:
+        with np.load(folder / "data_position.npz", allow_pickle=False) as arrays:
+            state["stream"]["arrays"] = {k: arrays[k] for k in arrays.files}
+    return Saved(
+        folder,
+        state,
+        (folder / "config.yaml").read_text(encoding="utf-8"),
+        meta.get("data_files", {}),
+        meta["rng_python"],
+        meta["rng_numpy"],
+    )
+
+
+def restore_training(saved: Saved, opt: Any) -> None:
+    """Optimizer, scheduler and scaler state from a checkpoint (`opt`: a `loop.Optimization`)."""
     import torch
 
-    state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
-    tensors = torch.load(folder / "training_state.pt", map_location="cpu", weights_only=True)
-    return state, tensors
+    tensors = torch.load(saved.path / "training_state.pt", map_location="cpu", weights_only=True)
+    opt.optimizer.load_state_dict(tensors["optimizer"])
+    opt.scheduler.load_state_dict(tensors["scheduler"])
+    if opt.scaler is not None and tensors["scaler"] is not None:
+        opt.scaler.load_state_dict(tensors["scaler"])
+
+
+def restore_rng(saved: Saved) -> None:
+    """Python, numpy, torch and CUDA random states as they were when the checkpoint was saved.
+    Done last before the loop, after everything that draws random numbers while setting up."""
+    import torch
+
+    tensors = torch.load(saved.path / "training_state.pt", map_location="cpu", weights_only=True)
+    torch.set_rng_state(tensors["rng_torch"])
+    if torch.cuda.is_available() and tensors["rng_cuda"]:
+        torch.cuda.set_rng_state_all(tensors["rng_cuda"])
+    version, values, gauss = saved.rng_python
+    random.setstate((version, tuple(values), gauss))
+    name, keys, pos, has_gauss, cached = saved.rng_numpy
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+
+
+def _python_rng() -> list[Any]:
+    version, values, gauss = random.getstate()
+    return [version, list(values), gauss]
+
+
+def _numpy_rng() -> list[Any]:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]
+
+
+def restore_metrics(run: RunDir, saved: Saved) -> list[dict[str, Any]]:
+    """The run's metrics.jsonl becomes the checkpoint's history (later records are dropped)."""
+    text = (saved.path / "metrics.jsonl").read_text(encoding="utf-8")
+    atomic_write_text(run.metrics_jsonl, text)
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+# ---------------------------------------------------------------------------------------------
+# Results of evaluate and predict
+
+
+def write_predictions(path: Path, rows: list[dict[str, Any]]) -> None:
+    """.jsonl: one object per row. .csv: one column per field; a mapping field such as
+    `probabilities` becomes one column per entry (`p_<label>`)."""
+    if path.suffix.lower() == ".jsonl":
+        atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        return
+    import csv
+    import io
+
+    def flat(row: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in row.items():
+            if isinstance(value, dict):
+                prefix = "p_" if key == "probabilities" else f"{key}_"
+                out.update({f"{prefix}{k}": v for k, v in value.items()})
+            else:
+                out[key] = value
+        return out
+
+    flat_rows = [flat(r) for r in rows]
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    header = list(flat_rows[0]) if flat_rows else []
+    writer.writerow(header)
+    for r in flat_rows:
+        writer.writerow([r.get(k) for k in header])
+    atomic_write_text(path, buf.getvalue())

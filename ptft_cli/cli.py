@@ -7,8 +7,9 @@ Exit codes: 0 success, 2 user error (config, data, paths: one line naming the pl
 
 from __future__ import annotations
 
-import json
+import shlex
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,6 +17,8 @@ from typing import Annotated, Any
 import typer
 
 from ptft_cli import __version__
+
+STARTED = time.perf_counter()  # the command's start, for the time it takes to reach the first step
 
 app = typer.Typer(
     name="ptft",
@@ -42,25 +45,60 @@ OverwriteOpt = Annotated[
         "--overwrite", help="Replace an earlier run in output_dir (never a directory that is not a ptft run)."
     ),
 ]
+ResumeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--resume",
+        "-r",
+        help="Continue a run: `auto` (its newest complete checkpoint in output_dir; starts if there is none) "
+        "or a checkpoint folder. Sets `resume`.",
+        show_default=False,
+    ),
+]
 
 
-def _run(config: Path, overrides: list[str] | None, action: Callable[[Any], Any]) -> None:
-    """Load the config and run `action(cfg)`, turning user errors into exit code 2."""
+def _run(
+    config: Path,
+    overrides: list[str] | None,
+    action: Callable[[Any], Any],
+    values: dict[str, tuple[str, Any]] | None = None,
+) -> None:
+    """Load the config and run `action(cfg)`, turning user errors into exit code 2.
+
+    `values` are typed command-line options (`--input PATH`, ...) set on the config as they are,
+    never parsed as YAML."""
     from ptft_cli import console
     from ptft_cli.errors import PtftError
+    from ptft_cli.signals import Interrupted
 
     try:
         from ptft_cli import config as config_mod
 
-        cfg = config_mod.load(config, overrides or [])
+        cfg = config_mod.load(
+            config, overrides or [], {k: v for k, v in (values or {}).items() if v[1] is not None}
+        )
         action(cfg)
     except PtftError as e:
         for problem in e.problems:
             console.error(problem.line(), problem.hint)
         raise typer.Exit(2) from None
+    except Interrupted as e:
+        console.error(e.message)
+        raise typer.Exit(e.exit_code) from None
     except KeyboardInterrupt:
-        console.error("interrupted; the last checkpoint in output_dir/checkpoints is complete and loadable")
+        console.error("interrupted")
         raise typer.Exit(130) from None
+
+
+def _options(
+    command: str, config: Path, overrides: list[str] | None, resume: str | None, overwrite: bool
+) -> Any:
+    """The runner's options: --overwrite, and the exact command line that resumes this run."""
+    from ptft_cli.runner import RunOptions
+
+    sets = [part for item in overrides or [] for part in ("--set", item)]
+    again = ["ptft", command, "--config", str(config.expanduser().resolve()), *sets, "--resume", "auto"]
+    return RunOptions(overwrite=overwrite, resume_command=shlex.join(again), started=STARTED)
 
 
 def _version(value: bool) -> None:
@@ -78,20 +116,35 @@ def _main(
     """Pretrain and fine-tune Transformer language models from one YAML file."""
 
 
+def _train(command: str, config: Path, set_: list[str] | None, overwrite: bool, resume: str | None) -> None:
+    from ptft_cli import runner
+
+    opts = _options(command, config, set_, resume, overwrite)
+    values = {"resume": ("--resume", _resume_value(resume))}
+    _run(config, set_, lambda cfg: getattr(runner, command)(cfg, opts), values)
+
+
+def _resume_value(resume: str | None) -> str | None:
+    """`auto` stays a word; anything else is a checkpoint path, taken relative to the working directory."""
+    if resume is None or resume == "auto":
+        return resume
+    return str(Path(resume).expanduser().resolve())
+
+
 @app.command()
-def pretrain(config: ConfigOpt, set_: SetOpt = None, overwrite: OverwriteOpt = False) -> None:
+def pretrain(
+    config: ConfigOpt, set_: SetOpt = None, overwrite: OverwriteOpt = False, resume: ResumeOpt = None
+) -> None:
     """Masked-LM or causal-LM pretraining, from scratch or continued from a checkpoint."""
-    from ptft_cli import runner
-
-    _run(config, set_, lambda cfg: runner.pretrain(cfg, overwrite=overwrite))
+    _train("pretrain", config, set_, overwrite, resume)
 
 
 @app.command()
-def finetune(config: ConfigOpt, set_: SetOpt = None, overwrite: OverwriteOpt = False) -> None:
+def finetune(
+    config: ConfigOpt, set_: SetOpt = None, overwrite: OverwriteOpt = False, resume: ResumeOpt = None
+) -> None:
     """Fine-tune a pretrained model: sequence classification, or continued causal-LM training."""
-    from ptft_cli import runner
-
-    _run(config, set_, lambda cfg: runner.finetune(cfg, overwrite=overwrite))
+    _train("finetune", config, set_, overwrite, resume)
 
 
 @app.command()
@@ -122,22 +175,27 @@ def predict(
     """Labels and probabilities for a file of texts; text generation or fill-mask for language models."""
     from ptft_cli import runner
 
-    extra = list(set_ or [])
-    if prompt is not None:
-        extra.append("predict.prompt=" + json.dumps(prompt))  # JSON is YAML: the text stays a string
-    if input is not None:
-        extra.append(f"predict.input={Path(input).expanduser().resolve()}")
-    if output is not None:
-        extra.append(f"predict.output={Path(output).expanduser().resolve()}")
-    _run(config, extra, runner.predict)
+    values = {
+        "predict.prompt": ("--prompt", prompt),
+        "predict.input": ("--input", str(input.expanduser().resolve()) if input else None),
+        "predict.output": ("--output", str(output.expanduser().resolve()) if output else None),
+    }
+    _run(config, set_, runner.predict, values)
 
 
 @app.command()
-def validate(config: ConfigOpt, set_: SetOpt = None) -> None:
-    """Check a config and its data (schema, paths, columns, labels, split sizes) without training."""
+def validate(
+    config: ConfigOpt, set_: SetOpt = None, overwrite: OverwriteOpt = False, resume: ResumeOpt = None
+) -> None:
+    """Check a config and its data (schema, paths, columns, labels, split sizes) without training.
+
+    Takes the training commands' --overwrite and --resume, to check what that run would do."""
     from ptft_cli import runner
 
-    _run(config, set_, runner.validate)
+    opts = _options("validate", config, set_, resume, overwrite)
+    _run(
+        config, set_, lambda cfg: runner.validate(cfg, opts), {"resume": ("--resume", _resume_value(resume))}
+    )
 
 
 def main() -> None:

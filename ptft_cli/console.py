@@ -6,8 +6,9 @@ falls back to one plain line per logged step so CI logs stay readable.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from rich.console import Console
@@ -128,16 +129,17 @@ class TrainProgress:
         self.progress.console.print(message)
 
 
-def simple_progress(total: int, description: str) -> Progress:
-    """A bar for inference loops (evaluate, predict)."""
-    return Progress(
+@contextlib.contextmanager
+def counting_progress(description: str) -> Iterator[Callable[[int], None]]:
+    """A live count for inference loops (evaluate, predict); yields `advance(n)`."""
+    progress = Progress(
         TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
+        TextColumn("{task.completed:,.0f} done"),
         TimeElapsedColumn(),
-        TimeRemainingColumn(),
         console=console,
         transient=True,
         disable=not console.is_terminal,
     )
+    task = progress.add_task(description, total=None)
+    with progress:
+        yield lambda n: progress.advance(task, n)

@@ -17,14 +17,24 @@ class Hardware:
     device: torch.device
     precision: str  # fp32 | bf16 | fp16: what autocast runs the forward pass in
     why: str  # one line on why `auto` chose this, for the run header
+    # What `evaluate` and `predict` run in. Evaluation during training uses it too, so every
+    # validation figure of a run (the best one included) is the one `ptft evaluate` reproduces.
+    eval_precision: str = "fp32"
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
-        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        return _DTYPES.get(self.precision)
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        """Mixed precision for forward passes; weights and optimizer state stay fp32."""
-        dtype = self.autocast_dtype
+        """Mixed precision for training forward passes; weights and optimizer state stay fp32."""
+        return self._autocast(self.precision)
+
+    def eval_autocast(self) -> contextlib.AbstractContextManager:
+        """The precision of evaluation and prediction forward passes."""
+        return self._autocast(self.eval_precision)
+
+    def _autocast(self, precision: str) -> contextlib.AbstractContextManager:
+        dtype = _DTYPES.get(precision)
         if dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=dtype)
@@ -35,13 +45,17 @@ class Hardware:
         return self.precision == "fp16"
 
 
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def resolve(device: str, precision: str, *, training: bool, where: str = "<config>") -> Hardware:
     """Turn the config's `device` and `precision` into a concrete choice, or explain why not."""
     dev = _resolve_device(device, where)
     prec, why = _resolve_precision(dev, precision, training, where)
+    eval_prec = _resolve_precision(dev, precision, False, where)[0] if training else prec
     if dev.type == "cpu":
         _keep_freed_memory()
-    return Hardware(dev, prec, why)
+    return Hardware(dev, prec, why, eval_prec)
 
 
 def _resolve_device(device: str, where: str) -> torch.device:

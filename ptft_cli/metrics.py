@@ -15,9 +15,9 @@ from typing import Any
 class MetricsLog:
     """Appends one JSON object per line; each line is flushed so a killed run keeps its history."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, history: list[dict[str, Any]] | None = None):
         self.path = path
-        self.records: list[dict[str, Any]] = []
+        self.records: list[dict[str, Any]] = list(history or [])  # what the file already holds
 
     def write(self, record: dict[str, Any]) -> None:
         clean = {k: _json_number(v) for k, v in record.items()}

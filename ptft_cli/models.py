@@ -1,13 +1,23 @@
-"""Loading pretrained models and tokenizers, dropout overrides, freezing, parameter counts."""
+"""Models and tokenizers, built and loaded in one place.
+
+`build` makes the network a run trains: a new model of `model.architecture` sized by the config and
+the tokenizer, or a pretrained `model.name_or_path` with the task's head; dropout overrides and
+freezing are applied here, and only here. `load_trained` loads a finished model for `evaluate` and
+`predict`; `load_weights` puts a checkpoint's weights into a built model when a run resumes.
+`tokenizer` trains one on the corpus (`tokenizer.type`) or loads one.
+"""
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ptft_cli.config import HUB_ID, ModelConfig
-from ptft_cli.errors import ConfigError
+from ptft_cli.config import DECODERS, ENCODERS, HUB_ID, Config, ModelConfig
+from ptft_cli.errors import ConfigError, DataError
 
 # Config attributes that hold dropout probabilities, across the architectures transformers ships.
 DROPOUT_KEYS = (
@@ -22,13 +32,25 @@ DROPOUT_KEYS = (
     "embedding_dropout",  # ModernBERT
     "mlp_dropout",
 )
+# RoBERTa-style models number positions from pad_token_id + 1, so fewer fit than the table holds.
+OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "longformer")
 
 
-def set_dropout(config: Any, p: float) -> None:
-    """Every dropout probability the config's architecture has (and no others) becomes p."""
-    for name in DROPOUT_KEYS:
-        if hasattr(config, name):
-            setattr(config, name, p)
+@dataclass(frozen=True)
+class Head:
+    """What a task puts on the network: the transformers Auto class and its config changes."""
+
+    auto_class: str  # e.g. "AutoModelForSequenceClassification"
+    what: str  # for messages: "a classifier", "a causal LM"
+    config: dict[str, Any] = field(default_factory=dict)  # num_labels, id2label, label2id, ...
+    new_head: bool = False  # a pretrained checkpoint's head of another size is replaced by a new one
+    needs_labels: bool = False  # a trained model must carry id2label
+    pads: bool = False  # batches are padded: decoders without a pad token pad with EOS
+    cls_sep: bool = False  # a trained tokenizer adds [CLS] ... [SEP] (encoders)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks without loading anything
 
 
 def check_ref(ref: str | None, key: str, where: str, *, what: str = "model") -> str:
@@ -60,6 +82,69 @@ def check_ref(ref: str | None, key: str, where: str, *, what: str = "model") -> 
             hint="check the path (relative to the config's folder)",
         )
     return ref  # a Hub id: resolved (or refused) when loaded
+
+
+def check_refs(cfg: Config, command: str) -> None:
+    """The model and tokenizer a training run names exist (or look like Hub ids)."""
+    m = cfg.model
+    if command == "finetune" and not m.name_or_path:
+        raise ConfigError(
+            "fine-tuning needs a pretrained model",
+            where=cfg.where("model"),
+            key="model.name_or_path",
+            hint="`ptft pretrain` builds new models",
+        )
+    if not m.name_or_path and not m.architecture:
+        raise ConfigError(
+            "no model: name a pretrained one or an architecture to build",
+            where=cfg.where("model"),
+            key="model.name_or_path",
+            hint="set model.name_or_path, or model.architecture (bert, roberta, gpt2, llama, ...) with a size",
+        )
+    if m.name_or_path:
+        check_ref(m.name_or_path, "model.name_or_path", cfg.where("model.name_or_path"))
+        fit_max_length(cfg, m.name_or_path)
+    if cfg.tokenizer.name_or_path:
+        check_ref(
+            cfg.tokenizer.name_or_path,
+            "tokenizer.name_or_path",
+            cfg.where("tokenizer.name_or_path"),
+            what="tokenizer",
+        )
+
+
+def fit_max_length(cfg: Config, ref: str) -> None:
+    """tokenizer.max_length against a local model's position table, read from config.json: a value
+    the config sets must fit; the schema's default is lowered to the model's limit."""
+    path = Path(ref) / "config.json"
+    if not path.is_file():
+        return  # a Hub id: checked once loaded (`check_fits`)
+    limit = max_positions(json.loads(path.read_text(encoding="utf-8")))
+    if limit is None or cfg.tokenizer.max_length <= limit:
+        return
+    key = "tokenizer.max_length"
+    if key in cfg.lines or any(key == k or key.startswith(k + ".") for k in cfg.overridden):
+        _too_long(cfg, limit)
+    cfg.tokenizer.max_length = limit
+
+
+def model_type_of(ref: str) -> str | None:
+    """`model_type` from a local config.json (None for Hub ids), without importing transformers."""
+    path = Path(ref) / "config.json"
+    return json.loads(path.read_text(encoding="utf-8")).get("model_type") if path.is_file() else None
+
+
+def label_names_of(ref: str) -> list[str] | None:
+    """id2label of a local model directory, read from config.json (None for Hub ids)."""
+    path = Path(ref) / "config.json"
+    if not path.is_file():
+        return None
+    id2label = json.loads(path.read_text(encoding="utf-8")).get("id2label") or {}
+    return [str(id2label[str(i)]) for i in range(len(id2label))] if id2label else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokenizers
 
 
 def quiet_transformers() -> None:
@@ -100,6 +185,60 @@ def load_tokenizer(ref: str, m: ModelConfig, key: str, where: str) -> Any:
     return tok
 
 
+def tokenizer(cfg: Config, head: Head, texts: Callable[[], Iterator[str]]) -> tuple[Any, str]:
+    """Train a tokenizer on `texts()` (tokenizer.type) or load the configured one; (tokenizer, description)."""
+    tok = cfg.tokenizer
+    if tok.type:
+        from ptft_cli.data import tokenizer_train
+
+        architecture = cfg.model.architecture or model_type_of(cfg.model.name_or_path or "") or "gpt2"
+        specials = tok.special_tokens or tokenizer_train.special_tokens_for(architecture)
+        try:
+            trained = tokenizer_train.train_tokenizer(
+                texts(),
+                kind=tok.type,
+                vocab_size=tok.vocab_size,
+                special_tokens=specials,
+                min_frequency=tok.min_frequency,
+                lowercase=tok.lowercase,
+                model_max_length=tok.max_length,
+                add_cls_sep=head.cls_sep,
+            )
+        except ValueError as e:
+            raise ConfigError(str(e), where=cfg.where("tokenizer.vocab_size"), key="tokenizer") from None
+        return trained, f"{tok.type} trained on the corpus, {len(trained):,} tokens"
+    ref = tok.name_or_path or cfg.model.name_or_path
+    key = "tokenizer.name_or_path" if tok.name_or_path else "model.name_or_path"
+    if ref is None:
+        raise ConfigError(
+            "no tokenizer: a new model needs one",
+            where=cfg.where("tokenizer"),
+            key="tokenizer.type",
+            hint="set tokenizer.type (bpe, wordpiece, char) to train one, or tokenizer.name_or_path",
+        )
+    loaded = load_tokenizer(ref, cfg.model, key, cfg.where(key))
+    return loaded, f"{ref}, {len(loaded):,} tokens"
+
+
+def ensure_pad_token(tokenizer: Any, model: Any) -> None:
+    """Decoder models (GPT-2, LLaMA) ship without a pad token; padded batches pad with EOS."""
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if model is not None and getattr(model.config, "pad_token_id", None) is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+
+
+# ---------------------------------------------------------------------------------------------
+# Models
+
+
+def set_dropout(config: Any, p: float) -> None:
+    """Every dropout probability the config's architecture has (and no others) becomes p."""
+    for name in DROPOUT_KEYS:
+        if hasattr(config, name):
+            setattr(config, name, p)
+
+
 def load_config(ref: str, m: ModelConfig, key: str, where: str, **overrides: Any) -> Any:
     from transformers import AutoConfig
 
@@ -112,6 +251,142 @@ def load_config(ref: str, m: ModelConfig, key: str, where: str, **overrides: Any
     if m.dropout is not None:
         set_dropout(config, m.dropout)
     return config
+
+
+def _auto(head: Head) -> Any:
+    import transformers
+
+    return getattr(transformers, head.auto_class)
+
+
+def _size_config(cfg: Config, tokenizer: Any) -> dict[str, Any]:
+    """The config of a new model: the size keys, the tokenizer's vocabulary and special tokens."""
+    m = cfg.model
+    size: dict[str, Any] = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": m.hidden_size,
+        "num_hidden_layers": m.num_layers,
+        "num_attention_heads": m.num_heads,
+        "max_position_embeddings": m.max_position_embeddings or cfg.tokenizer.max_length,
+        "pad_token_id": tokenizer.pad_token_id,
+        "bos_token_id": tokenizer.bos_token_id
+        if tokenizer.bos_token_id is not None
+        else tokenizer.cls_token_id,
+        "eos_token_id": tokenizer.eos_token_id
+        if tokenizer.eos_token_id is not None
+        else tokenizer.sep_token_id,
+    }
+    if m.architecture in ENCODERS:
+        size.update(cls_token_id=tokenizer.cls_token_id, sep_token_id=tokenizer.sep_token_id)
+    inner = m.intermediate_size or 4 * m.hidden_size
+    if m.architecture == "gpt2":
+        size["n_inner"] = inner
+    elif m.architecture == "distilbert":
+        size.update(dim=m.hidden_size, n_layers=m.num_layers, n_heads=m.num_heads, hidden_dim=inner)
+    else:
+        size["intermediate_size"] = inner
+    if m.architecture in ("llama", "mistral"):
+        size["num_key_value_heads"] = m.num_kv_heads or m.num_heads
+        size["tie_word_embeddings"] = True  # small models: the output layer shares the embedding
+    if m.architecture == "modernbert":
+        # As in the released ModernBERT checkpoints: a classifier fine-tuned on an MLM-only encoder
+        # reads the mean of the token states; the [CLS] state was never trained for anything.
+        size["classifier_pooling"] = "mean"
+    if m.architecture == "roberta":
+        # RoBERTa's position ids start after the padding index.
+        size["max_position_embeddings"] += (tokenizer.pad_token_id or 0) + 1
+    return size
+
+
+def build(cfg: Config, head: Head, tokenizer: Any, attn: str) -> tuple[Any, str]:
+    """The model a run trains, on the CPU: new (`model.architecture`) or pretrained (`model.name_or_path`)
+    with `head`; dropout overrides, the tokenizer's fit and freezing applied. Returns (model, description)."""
+    m = cfg.model
+    cls = _auto(head)
+    if m.architecture:
+        from transformers import AutoConfig
+
+        config = AutoConfig.for_model(m.architecture, **_size_config(cfg, tokenizer), **head.config)
+        if m.dropout is not None:
+            set_dropout(config, m.dropout)
+        elif m.architecture in DECODERS:
+            set_dropout(config, 0.0)  # from scratch on a small corpus: nanoGPT's zero dropout
+        config._attn_implementation = attn
+        model = cls.from_config(config, attn_implementation=attn)
+        description = f"new {m.architecture} ({type(model).__name__})"
+    else:
+        ref = m.name_or_path
+        assert ref is not None
+        key, where = "model.name_or_path", cfg.where("model.name_or_path")
+        config = load_config(ref, m, key, where, **head.config)
+        try:
+            model = cls.from_pretrained(
+                ref,
+                config=config,
+                revision=m.revision,
+                trust_remote_code=m.trust_remote_code,
+                attn_implementation=attn,
+                # a checkpoint with another head size gets a new head
+                **({"ignore_mismatched_sizes": True} if head.new_head else {}),
+            )
+        except ValueError as e:  # e.g. "Unrecognized configuration class" for the wrong head
+            raise ConfigError(
+                f"cannot load {ref} as {head.what}: {str(e).splitlines()[0][:160]}", where=where, key=key
+            ) from None
+        if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+            raise ConfigError(
+                f"the tokenizer has {len(tokenizer):,} tokens but the model's embedding has "
+                f"{model.get_input_embeddings().num_embeddings:,}",
+                where=where,
+                key="tokenizer",
+                hint="use the model's own tokenizer (leave tokenizer.* unset)",
+            )
+        description = f"{ref} ({type(model).__name__})"
+    check_fits(cfg, model)
+    if head.pads:
+        ensure_pad_token(tokenizer, model)
+    freeze(model, m)
+    return model, description
+
+
+def load_trained(cfg: Config, head: Head, ref: str, key: str, attn: str) -> Any:
+    """A finished model (a run's model/ or any checkpoint with this head) for evaluate and predict."""
+    where = cfg.where(key)
+    config = load_config(ref, cfg.model, key, where)
+    if head.needs_labels and not getattr(config, "id2label", None):
+        raise DataError(f"{ref} has no label names (id2label)", where=where, key=key)
+    try:
+        model = _auto(head).from_pretrained(
+            ref,
+            config=config,
+            revision=cfg.model.revision,
+            trust_remote_code=cfg.model.trust_remote_code,
+            attn_implementation=attn,
+        )
+    except ValueError as e:
+        raise ConfigError(
+            f"cannot load {ref} as {head.what}: {str(e).splitlines()[0][:160]}", where=where, key=key
+        ) from None
+    check_fits(cfg, model)
+    return model
+
+
+def load_weights(model: Any, folder: Path) -> None:
+    """A checkpoint's weights (model.safetensors) into a model built like the one that saved them.
+
+    Tied weights are saved once; every other tensor must be present and of the same shape."""
+    from safetensors.torch import load_file
+
+    state = load_file(folder / "model.safetensors")
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    # A tied tensor (e.g. the output layer sharing the embedding) is saved under one of its names.
+    params = dict(model.named_parameters(remove_duplicate=False))
+    loaded = {params[k].data_ptr() for k in state if k in params}
+    untied = [k for k in missing if k not in params or params[k].data_ptr() not in loaded]
+    if untied or unexpected:
+        raise RuntimeError(
+            f"checkpoint {folder} does not fit the model: missing {untied}, unexpected {unexpected}"
+        )
 
 
 def parameter_counts(model: Any) -> tuple[int, int]:
@@ -165,3 +440,48 @@ def freeze(model: Any, m: ModelConfig) -> None:
     for p in base.parameters():
         if id(p) in trainable:
             p.requires_grad_(True)
+
+
+def max_positions(config: Any) -> int | None:
+    """The longest sequence a model's position table allows (None: no absolute limit known);
+    `config` is a transformers config or the dict of a config.json."""
+    values = config if isinstance(config, dict) else config.to_dict()
+    for name in ("max_position_embeddings", "n_positions", "n_ctx"):
+        value = values.get(name)
+        if isinstance(value, int):
+            pad = values.get("pad_token_id")
+            if values.get("model_type") in OFFSET_POSITIONS and pad is not None:
+                return value - (pad + 1)
+            return value
+    return None
+
+
+def check_fits(cfg: Config, model: Any) -> None:
+    """tokenizer.max_length must fit the model's position table."""
+    limit = max_positions(model.config)
+    if limit is not None and cfg.tokenizer.max_length > limit:
+        _too_long(cfg, limit)
+
+
+def _too_long(cfg: Config, limit: int) -> None:
+    raise ConfigError(
+        f"{cfg.tokenizer.max_length} tokens per sequence is more than the model's {limit} positions",
+        where=cfg.where("tokenizer.max_length"),
+        key="tokenizer.max_length",
+        hint=f"use tokenizer.max_length <= {limit}",
+    )
+
+
+def flops_per_token(model: Any, seq_len: int) -> float:
+    """Training FLOPs per token: 6 x (non-embedding parameters + output layer) + attention (PaLM's 12·L·d·T)."""
+    c = model.config
+    emb = model.get_input_embeddings()
+    n_params = sum(p.numel() for p in model.parameters())
+    n_embedding = sum(
+        p.numel()
+        for n, p in model.named_parameters()
+        if "embed" in n or n.endswith(("wte.weight", "wpe.weight"))
+    )
+    vocab, width = emb.weight.shape
+    layers = getattr(c, "num_hidden_layers", None) or getattr(c, "n_layer", None) or 0
+    return 6.0 * (n_params - n_embedding + vocab * width) + 12.0 * layers * width * seq_len

@@ -1,63 +1,467 @@
-"""What each command runs: the CLI calls these with a validated config; each picks its task's recipe.
+"""What each command runs, one function per command; the only module that wires the others.
 
-pretrain   mlm | mlm+nsp | clm        recipes/language_model.py
-finetune   classification             recipes/classify.py
-           clm (continued training)   recipes/language_model.py
-evaluate / predict / validate         by task, as above
+    pretrain / finetune   train: task → inputs → run directory (new | resumed) → seed → tokenizer
+                          → data → models.build → optimizer → restore → loop.train → results
+    evaluate              task → evaluation inputs → load the trained model → metrics → eval/
+    predict               task → prediction inputs → load the trained model → rows → predictions file
+    validate              every check the commands above make before they load a model
+
+The task (`tasks.get`) decides what differs between classification, masked LM, NSP and causal LM;
+nothing here tests task names.
 """
 
 from __future__ import annotations
 
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from ptft_cli.config import FINETUNE_TASKS, PRETRAIN_TASKS, Config
-from ptft_cli.recipes.common import require_task
+from ptft_cli import checkpoint, console, models, tasks
+from ptft_cli.checkpoint import RunDir
+from ptft_cli.config import Config, dump, resume_changes
+from ptft_cli.errors import ConfigError, PtftError, RunDirError
+from ptft_cli.signals import Interrupted
 
 
-def pretrain(cfg: Config, *, overwrite: bool = False) -> dict[str, Any]:
-    from ptft_cli.recipes import language_model
+@dataclass
+class RunOptions:
+    """Command-line choices that are not config keys."""
 
-    require_task(cfg, "pretrain", PRETRAIN_TASKS)
-    return language_model.train(cfg, overwrite=overwrite, command="pretrain")
+    overwrite: bool = False  # replace the run in output_dir
+    resume_command: str | None = None  # the command line that continues this run (printed on a stop)
+    started: float = field(default_factory=time.perf_counter)  # when the command started
 
 
-def finetune(cfg: Config, *, overwrite: bool = False) -> dict[str, Any]:
-    require_task(cfg, "finetune", FINETUNE_TASKS)
-    if cfg.task == "classification":
-        from ptft_cli.recipes import classify
+def pretrain(cfg: Config, opts: RunOptions | None = None) -> dict[str, Any]:
+    return train(cfg, "pretrain", opts or RunOptions())
 
-        return classify.finetune(cfg, overwrite=overwrite)
-    from ptft_cli.recipes import language_model
 
-    return language_model.train(cfg, overwrite=overwrite, command="finetune")
+def finetune(cfg: Config, opts: RunOptions | None = None) -> dict[str, Any]:
+    return train(cfg, "finetune", opts or RunOptions())
+
+
+def train(cfg: Config, command: str, opts: RunOptions) -> dict[str, Any]:
+    """Train the configured task, from scratch or from a checkpoint; returns results.json's content."""
+    # 1. Everything that can be checked without torch, before anything is written.
+    task = tasks.get(cfg, command)
+    models.check_refs(cfg, command)
+    inputs = task.read_inputs(cfg, command)
+    run = RunDir(cfg.output_dir)
+    saved = resume_point(cfg, run, opts, inputs.files)
+
+    import torch
+
+    from ptft_cli import hardware, loop, optim
+
+    # 2. Seed, device, tokenizer (a resumed run reads its own), data, model.
+    seed_everything(cfg.seed)
+    hw = hardware.resolve(cfg.device, cfg.precision, training=True, where=cfg.where("device"))
+    models.quiet_transformers()
+    head = task.head(cfg, inputs)
+    if saved is not None:
+        tokenizer = models.load_tokenizer(str(saved.path), cfg.model, "resume", cfg.where("resume"))
+        tokenizer_desc = f"from {saved.path.name}, {len(tokenizer):,} tokens"
+    else:
+        tokenizer, tokenizer_desc = models.tokenizer(cfg, head, inputs.texts or (lambda: iter(())))
+    data = task.training_data(cfg, inputs, tokenizer, hw)
+    attn = hardware.attn_implementation(cfg.model.attn_implementation, hw.device, cfg.tokenizer.max_length)
+    model, model_desc = models.build(cfg, head, tokenizer, attn)
+    if saved is not None:
+        models.load_weights(model, saved.path)
+    model.to(hw.device)
+    if data.tokens is not None and data.seq_len:
+        data.flops_per_token = models.flops_per_token(model, data.seq_len)
+
+    # 3. Optimizer and schedule; a resumed run restores them and its loop state.
+    t = cfg.training
+    plan = loop.Plan.make(data.batches.batches_per_epoch, t)
+    opt = loop.Optimization(
+        optim.adamw(model, t, hw.device),
+        None,  # type: ignore[arg-type]  # the schedule needs the optimizer: set next
+        torch.amp.GradScaler("cuda") if hw.needs_grad_scaler else None,
+        t.max_grad_norm,
+    )
+    opt.scheduler = optim.scheduler(opt.optimizer, t, plan.total_steps)
+    state = loop.TrainState(best_metric=t.best_metric)
+    if saved is not None:
+        checkpoint.restore_training(saved, opt)
+        state = loop.TrainState.from_dict(saved.state)
+        state.best_metric, state.interrupted = t.best_metric, False
+        if state.step >= plan.total_steps or state.stopped_early:
+            return _already_done(cfg, run, state, plan)
+
+    # 4. The header, then the first writes: claim the directory, record config and environment.
+    _header(cfg, command, model, (model_desc, attn, tokenizer_desc), data, plan, hw, saved)
+    history = _claim(cfg, run, opts, saved, hw, inputs)
+    log = _metrics_log(run, history)
+    if saved is not None:
+        checkpoint.restore_rng(saved)  # last: nothing drawn while setting up changes the run
+
+    # 5. Train.
+    snapshot = checkpoint.Snapshot(
+        model, tokenizer, opt, run.config_yaml.read_text(encoding="utf-8"), _sizes(inputs.files)
+    )
+    startup = time.perf_counter() - opts.started
+    with console.TrainProgress(plan.total_steps, start=state.step) as bar:
+        from ptft_cli.signals import StopOnSignal
+
+        with StopOnSignal(bar.note) as stop:
+            callbacks = loop.Callbacks(
+                log=log.write,
+                progress=bar.advance,
+                note=bar.note,
+                save_checkpoint=lambda s: checkpoint.save_checkpoint(
+                    run, s, snapshot, keep=t.keep_checkpoints
+                ),
+                save_model=lambda: checkpoint.save_pretrained(model, tokenizer, run.model_dir),
+                stop_requested=stop,
+            )
+            try:
+                state, clock = loop.train(model, data, opt, plan, state, callbacks)
+            except loop.Diverged as e:
+                raise _diverged(cfg, run, e) from None
+            except KeyboardInterrupt:
+                raise _interrupted(run, opts, "aborted", 130) from None
+    if state.interrupted:
+        raise _interrupted(run, opts, f"stopped at step {state.step}", stop.exit_code)
+
+    # 6. Results.
+    return _finish(cfg, run, log, state, (clock, startup, opts.started))
+
+
+def resume_point(cfg: Config, run: RunDir, opts: RunOptions, files: list[Path]) -> checkpoint.Saved | None:
+    """The checkpoint this run continues from (None: start at step 0), after checking that the
+    output directory may be used and that nothing changed that would break the run."""
+    where = cfg.where("resume")
+    if cfg.resume is None:
+        run.check_claimable(overwrite=opts.overwrite, where=cfg.where("output_dir"))
+        return None
+    if opts.overwrite:
+        raise ConfigError(
+            "--overwrite replaces the run that --resume continues",
+            where=where,
+            key="resume",
+            hint="pass one of them",
+        )
+    if cfg.resume == "auto":
+        folder = run.latest_checkpoint()
+        if folder is None:  # nothing saved yet: start (over) in this directory
+            if not run.holds_run():
+                run.check_claimable(overwrite=False, where=cfg.where("output_dir"))
+            return None
+    else:
+        folder = Path(cfg.resume)
+        if not checkpoint.is_complete(folder):
+            raise RunDirError(
+                f"{folder} is not a complete ptft checkpoint"
+                if folder.exists()
+                else f"{folder}: no such checkpoint",
+                where=where,
+                key="resume",
+                hint=f"use a folder from {run.checkpoints_dir}/, or --resume auto",
+            )
+        if folder.resolve().parent != run.checkpoints_dir.resolve():  # a checkpoint of another run: fork it
+            run.check_claimable(overwrite=False, where=cfg.where("output_dir"))
+    saved = checkpoint.read_checkpoint(folder)
+    changed = resume_changes(saved.config_yaml, cfg)
+    if changed:
+        shown = ", ".join(f"{k} ({_short(old)} → {_short(new)})" for k, old, new in changed[:6])
+        raise ConfigError(
+            f"cannot resume from {folder.name}: the config changed: {shown}",
+            where=cfg.where(changed[0][0]),
+            key=changed[0][0],
+            hint="undo those changes, or start a new run (a new output_dir); the keys that may change on resume "
+            "are listed in the README",
+        )
+    for path, size in _sizes(files).items():
+        if saved.data_files.get(path, size) != size:
+            raise ConfigError(
+                f"cannot resume from {folder.name}: {path} changed since the checkpoint "
+                f"({saved.data_files[path]:,} → {size:,} bytes)",
+                where=cfg.where("data.train"),
+                key="data.train",
+                hint="restore the file, or start a new run on the new data",
+            )
+    return saved
+
+
+def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _sizes(files: list[Path]) -> dict[str, int]:
+    return {str(p): p.stat().st_size for p in files if p.is_file()}
+
+
+def _header(cfg: Config, command: str, model: Any, described: tuple[str, str, str], data: Any, plan: Any, hw: Any, saved: Any) -> None:  # fmt: skip
+    from ptft_cli import optim
+
+    t = cfg.training
+    model_desc, attn, tokenizer_desc = described
+    total, trainable = models.parameter_counts(model)
+    flops = f"; {data.flops_per_token / 1e6:,.1f} MFLOP per token" if data.flops_per_token else ""
+    per_epoch = f"{plan.steps_per_epoch}/epoch" if plan.steps_per_epoch else "streaming"
+    floor = f" to {t.min_learning_rate:g}" if t.min_learning_rate else ""
+    blocks = f" blocks of {data.seq_len} tokens" if data.seq_len else ""
+    rows = [
+        *data.summary[:1],
+        ("model", f"{model_desc}, attention {attn}{flops}"),
+        ("parameters", f"{console.count(total)} total, {console.count(trainable)} trainable"),
+        ("tokenizer", tokenizer_desc),
+        *data.summary[1:],
+        ("device", f"{hw.device} · {hw.precision} ({hw.why}); evaluation {hw.eval_precision}"),
+        (
+            "batch",
+            f"{t.batch_size} × {t.gradient_accumulation_steps} accumulation = "
+            f"{t.batch_size * t.gradient_accumulation_steps}{blocks}",
+        ),
+        (
+            "schedule",
+            f"{plan.total_steps} steps ({per_epoch}), lr {t.learning_rate:g} {t.lr_scheduler}{floor}, "
+            f"warmup {optim.warmup_steps(t, plan.total_steps)}",
+        ),
+        ("output", cfg.output_dir),
+    ]
+    if saved is not None:
+        s = saved.state
+        rows.append(("resume", f"from {saved.path} (step {s['step']}, epoch {s['epoch']})"))
+    console.key_values(f"ptft {command} · {cfg.source.name if cfg.source else ''}", rows)
+
+
+def _claim(cfg: Config, run: RunDir, opts: RunOptions, saved: Any, hw: Any, inputs: Any) -> list[dict[str, Any]]:  # fmt: skip
+    """The run's first writes: the directory, config.yaml, env.json, split.json. Returns the metrics
+    history the run continues (a resumed run's checkpoint history; empty for a new run)."""
+    from ptft_cli.metrics import environment
+
+    resumed_here = saved is not None and saved.path.resolve().parent == run.checkpoints_dir.resolve()
+    run.claim(replace=opts.overwrite or (cfg.resume == "auto" and saved is None and run.holds_run()))
+    run.remove_temporaries()
+    checkpoint.atomic_write_text(run.config_yaml, f"# resolved by ptft from {cfg.source}\n{dump(cfg)}")
+    env = environment(str(hw.device), hw.precision, hw.why, cfg.source.parent if cfg.source else None)
+    checkpoint.atomic_write_json(run.env_json, env)
+    if inputs.split is not None and not resumed_here:
+        checkpoint.atomic_write_json(run.split_json, inputs.split)
+    if saved is None:
+        if run.metrics_jsonl.exists():
+            run.metrics_jsonl.unlink()
+        return []
+    return checkpoint.restore_metrics(run, saved)
+
+
+def _metrics_log(run: RunDir, history: list[dict[str, Any]]) -> Any:
+    from ptft_cli.metrics import MetricsLog
+
+    return MetricsLog(run.metrics_jsonl, history)
+
+
+def _diverged(cfg: Config, run: RunDir, e: Any) -> PtftError:
+    latest = run.latest_checkpoint()
+    last = f"the last good checkpoint is {latest}" if latest else "no checkpoint was saved"
+    return PtftError(
+        f"the loss became {e.loss} at step {e.step}; {last}",
+        where=cfg.where("training.learning_rate"),
+        key="training.learning_rate",
+        hint="lower the learning rate, add warmup, or use precision: fp32",
+    )
+
+
+def _interrupted(run: RunDir, opts: RunOptions, what: str, code: int) -> Interrupted:
+    latest = run.latest_checkpoint()
+    if latest is None:
+        return Interrupted(f"{what}; no checkpoint was saved yet, so there is nothing to resume", code)
+    command = opts.resume_command or f"ptft ... --resume {latest}"
+    return Interrupted(f"{what}; checkpoint {latest} is complete. Continue with: {command}", code)
+
+
+def _already_done(cfg: Config, run: RunDir, state: Any, plan: Any) -> dict[str, Any]:
+    why = "stopped early" if state.stopped_early else f"reached {plan.total_steps} steps"
+    console.info(
+        f"nothing to do: the run in {run.path} {why} at step {state.step}; raise training.max_steps "
+        "(or training.epochs) to train further"
+    )
+    return json.loads(run.results_json.read_text(encoding="utf-8")) if run.results_json.is_file() else {}
+
+
+def _finish(
+    cfg: Config, run: RunDir, log: Any, state: Any, timing: tuple[Any, float, float]
+) -> dict[str, Any]:
+    """results.json, loss.png and the final table."""
+    from ptft_cli.metrics import plot_losses
+
+    clock, startup, started = timing
+    t = cfg.training
+    session = time.perf_counter() - started
+    train_seconds = session - startup - clock.side_seconds
+    results = {
+        "train_seconds": round(train_seconds, 2),
+        "eval_and_save_seconds": round(clock.side_seconds, 2),
+        "startup_seconds": round(startup, 2),
+        "total_seconds": round(session, 2),
+        "steps": state.step,
+        "examples_seen": state.examples,
+        "stopped_early": state.stopped_early,
+        "final": state.last_eval,
+        "best": {"metric": t.best_metric, "value": state.best_value, "step": state.best_step}
+        if t.best_metric
+        else None,
+        "model_dir": str(run.model_dir),
+    }
+    checkpoint.atomic_write_json(run.results_json, results)
+    plot_losses(log.records, run.loss_png, f"{Path(str(cfg.source)).stem}: loss")
+    shown = {k[5:]: v for k, v in state.last_eval.items() if k.startswith("eval_")}
+    shown.update({"steps": state.step, "train time (s)": round(train_seconds, 1)})
+    if t.best_metric and state.best_value is not None:
+        shown[f"best {t.best_metric}"] = f"{state.best_value:.4f} at step {state.best_step}"
+    console.metrics_table("results", shown)
+    console.info(f"model saved to {run.model_dir}")
+    return results
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluate / predict
+
+
+def trained_model(cfg: Config, explicit: str | None, key: str) -> str:
+    """The model `evaluate`/`predict` use: the one named in the config, else `<output_dir>/model`."""
+    if explicit:
+        ref = models.check_ref(explicit, key, cfg.where(key))
+        models.fit_max_length(cfg, ref)
+        return ref
+    run = RunDir(cfg.output_dir)
+    if not (run.model_dir / "config.json").is_file():
+        trains = "finetune" if "finetune" in tasks.get(cfg).COMMANDS else "pretrain"
+        raise RunDirError(
+            f"no trained model at {run.model_dir}",
+            where=cfg.where("output_dir"),
+            key="output_dir",
+            hint=f"run `ptft {trains} --config {cfg.source}` first, or set {key} to a model directory",
+        )
+    models.fit_max_length(cfg, str(run.model_dir))
+    return str(run.model_dir)
+
+
+def _load(cfg: Config, task: Any, ref: str, key: str) -> tasks.Loaded:
+    from ptft_cli import hardware
+
+    hw = hardware.resolve(cfg.device, cfg.precision, training=False, where=cfg.where("device"))
+    models.quiet_transformers()
+    tok_key = "tokenizer.name_or_path" if cfg.tokenizer.name_or_path else key
+    tokenizer = models.load_tokenizer(
+        cfg.tokenizer.name_or_path or ref, cfg.model, tok_key, cfg.where(tok_key)
+    )
+    attn = hardware.attn_implementation(cfg.model.attn_implementation, hw.device, cfg.tokenizer.max_length)
+    head = task.head(cfg, None)
+    model = models.load_trained(cfg, head, ref, key, attn).to(hw.device)
+    if head.pads:
+        models.ensure_pad_token(tokenizer, model)
+    return tasks.Loaded(model, tokenizer, hw, ref)
 
 
 def evaluate(cfg: Config) -> dict[str, Any]:
-    if cfg.task == "classification":
-        from ptft_cli.recipes import classify
+    """Metrics of a trained model on labelled data or text; written to eval/metrics.json."""
+    task = tasks.get(cfg)
+    key = "evaluate.model" if cfg.evaluate.model else "output_dir"
+    ref = trained_model(cfg, cfg.evaluate.model, "evaluate.model")
+    run = RunDir(cfg.output_dir)
+    inputs = task.evaluation_inputs(cfg, run, ref)
+    out_dir = Path(cfg.evaluate.output_dir or run.eval_dir)
+    loaded = _load(cfg, task, ref, key)
 
-        return classify.evaluate(cfg)
-    from ptft_cli.recipes import language_model
+    started = time.perf_counter()
+    with console.counting_progress("evaluate") as advance:
+        metrics = task.evaluate(cfg, inputs, loaded, advance)
+    metrics.setdefault("data", ", ".join(v for _, v in inputs.summary))
+    metrics.update(
+        {"model": ref, "precision": loaded.hw.precision, "seconds": round(time.perf_counter() - started, 2)}
+    )
 
-    return language_model.evaluate(cfg)
+    from ptft_cli.metrics import plot_confusion
+
+    checkpoint.atomic_write_json(out_dir / "metrics.json", metrics)
+    if "confusion_matrix" in metrics:
+        title = f"{Path(str(metrics['data'])).name}: confusion"
+        plot_confusion(
+            metrics["confusion_matrix"], metrics["labels"], out_dir / "confusion_matrix.png", title
+        )
+    headline = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and k != "seconds"}
+    console.metrics_table(f"evaluate · {Path(str(metrics['data'])).name}", headline)
+    if "per_class" in metrics:
+        console.per_class_table(metrics["per_class"])
+    console.info(f"metrics written to {out_dir / 'metrics.json'}")
+    return metrics
 
 
-def predict(cfg: Config) -> Any:
-    if cfg.task == "classification":
-        from ptft_cli.recipes import classify
+def predict(cfg: Config) -> Path:
+    """Predictions for a file of texts (or one `--prompt`), written as .jsonl or .csv."""
+    task = tasks.get(cfg)
+    key = "predict.model" if cfg.predict.model else "output_dir"
+    ref = trained_model(cfg, cfg.predict.model, "predict.model")
+    inputs = task.prediction_inputs(cfg)
+    out = Path(cfg.predict.output or RunDir(cfg.output_dir).predictions)
+    if out.suffix.lower() not in task.PREDICTION_FORMATS:
+        raise ConfigError(
+            f"cannot write {cfg.task} predictions as {out.suffix or '(no extension)'}",
+            where=cfg.where("predict.output"),
+            key="predict.output",
+            hint=f"use a {' or '.join(task.PREDICTION_FORMATS)} file name",
+        )
+    loaded = _load(cfg, task, ref, key)
 
-        return classify.predict(cfg)
-    from ptft_cli.recipes import language_model
+    started = time.perf_counter()
+    with console.counting_progress("predict") as advance:
+        rows = task.predict(cfg, inputs, loaded, advance)
+    seconds = time.perf_counter() - started
+    checkpoint.write_predictions(out, rows)
+    if cfg.predict.prompt is not None and len(rows) == 1:
+        console.info(task.shown(rows[0]))
+    rate = len(rows) / max(seconds, 1e-9)
+    console.info(
+        f"{len(rows):,} predictions in {seconds:.1f}s ({rate:,.0f}/s, {loaded.hw.precision}) → {out}"
+    )
+    return out
 
-    return language_model.predict(cfg)
+
+# ---------------------------------------------------------------------------------------------
+# validate
 
 
-def validate(cfg: Config) -> None:
-    """Check config and data the way the task's commands would, without importing torch."""
-    if cfg.task == "classification":
-        from ptft_cli.recipes import classify
-
-        return classify.validate(cfg)
-    from ptft_cli.recipes import language_model
-
-    return language_model.validate(cfg)
+def validate(cfg: Config, opts: RunOptions | None = None) -> None:
+    """Check the config and data the way the commands would, without loading a model or torch."""
+    opts = opts or RunOptions()
+    task = tasks.get(cfg)
+    command = task.COMMANDS[0]
+    models.check_refs(cfg, command)
+    rows: list[tuple[str, str]] = [
+        ("task", cfg.task),
+        ("model", cfg.model.name_or_path or f"new {cfg.model.architecture}"),
+    ]
+    if cfg.data.dataset:  # reading a Hub dataset may need the network: training will check it
+        rows.append(("data", f"Hub dataset {cfg.data.dataset} (checked when training starts)"))
+        files: list[Path] = []
+    else:
+        inputs = task.read_inputs(cfg, command)
+        rows += inputs.summary
+        files = inputs.files
+    if cfg.predict.input or cfg.predict.prompt is not None:
+        rows += task.prediction_inputs(cfg).summary
+    if cfg.evaluate.data:
+        rows.append(("evaluate.data", str(cfg.evaluate.data)))
+    rows.append(("output_dir", str(cfg.output_dir)))
+    console.key_values(f"{cfg.source}: valid", rows)
+    try:
+        resume_point(cfg, RunDir(cfg.output_dir), opts, files)
+    except RunDirError as e:
+        console.warn(f"training would refuse to start: {e.line()}")

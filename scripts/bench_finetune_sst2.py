@@ -51,7 +51,7 @@ def trainer_run(mode: str, data: Path) -> dict:
     from transformers.utils import logging
 
     sys.path.insert(0, str(ROOT))
-    from ptft_cli.data import seeded_subset
+    from ptft_cli.data.files import seeded_subset
 
     logging.set_verbosity_error()
     torch.manual_seed(SEED)

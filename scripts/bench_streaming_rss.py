@@ -142,15 +142,16 @@ def peak_rss(cmd: list[str], env: dict | None = None) -> tuple[float, float, str
 FULL_PASS = """
 import sys, json
 from ptft_cli import config, models
-from ptft_cli.recipes import language_model
+from ptft_cli.data import corpus
 from ptft_cli.tasks import lm
 cfg = config.load(sys.argv[1])
 models.quiet_transformers()
 tok = models.load_tokenizer(cfg.tokenizer.name_or_path, cfg.model, "tokenizer", "")
-files = lm.corpus_files(cfg)
+files = corpus.corpus_files(cfg)
 T = cfg.tokenizer.max_length
 batches = tokens = 0
-for batch in language_model._stream_batches(cfg, files, tok, T + 1, T, 0):
+source = lm.stream_batches(cfg, files, tok, lm.separator_id(tok, causal=True), T + 1, T)
+for batch in source.iterate(0, 0, None):
     batches += 1
     tokens += batch.size
 print(json.dumps({"batches": batches, "tokens": tokens}))
@@ -179,7 +180,7 @@ def main() -> None:
 
     # a tokenizer trained once on a slice, so every measurement below tokenizes the same way
     sys.path.insert(0, str(ROOT))
-    from ptft_cli.tokenizer_train import special_tokens_for, train_tokenizer
+    from ptft_cli.data.tokenizer_train import special_tokens_for, train_tokenizer
 
     sample = corpora[0].read_text()[: 8 << 20].split("\n\n")
     tok = train_tokenizer(

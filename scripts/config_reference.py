@@ -1,4 +1,4 @@
-"""Print the README's config reference from the schema (ptft_cli/config.py), or rewrite it in place.
+"""Print the README's config reference from the schema (ptft_cli/config/schema.py), or rewrite it in place.
 
     python scripts/config_reference.py           # print the markdown
     python scripts/config_reference.py --write   # replace the block between the markers in README.md

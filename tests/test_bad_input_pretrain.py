@@ -148,7 +148,7 @@ CASES = [
     (
         "language-model best metric",
         replace("  max_steps: 5\n", "  max_steps: 5\n  best_metric: accuracy\n"),
-        ["training.best_metric", "not a language-model metric"],
+        ["training.best_metric", "'accuracy' is not a clm metric"],
     ),
 ]
 
@@ -189,7 +189,7 @@ def test_objective_that_does_not_fit_a_pretrained_model(
     expected = (
         "is a bert encoder; causal LM needs a decoder"
         if task == "clm"
-        else "128 tokens per block is more than the model's 64 positions"
+        else "128 tokens per sequence is more than the model's 64 positions"
     )
     assert expected in result.output and len(result.output.strip().splitlines()) == 1
     assert snapshot(tmp_path) == before

@@ -43,12 +43,15 @@ def test_finetune_writes_the_documented_run_directory(trained, tmp_path: Path) -
         "training_state.pt",
         "state.json",
         "config.json",
+        "checkpoint.json",
+        "metrics.jsonl",
+        "config.yaml",
     }
-    state = json.loads((checkpoints[0] / "state.json").read_text())
+    state = json.loads((checkpoints[0] / "state.json").read_text())["state"]
     assert state["step"] == 48 and state["epoch"] == 8
     # the training state loads without unpickling code
     tensors = torch.load(checkpoints[0] / "training_state.pt", weights_only=True)
-    assert {"optimizer", "scheduler", "rng_cpu"} <= set(tensors)
+    assert {"optimizer", "scheduler", "rng_torch"} <= set(tensors)
     resolved = (run / "config.yaml").read_text()
     assert f"train: {tmp_path / 'data' / 'train.csv'}" in resolved  # paths resolved, absolute
     env = json.loads((run / "env.json").read_text())

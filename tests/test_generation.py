@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import torch
 
-from ptft_cli.tasks.generation import fill_mask, generate
+from ptft_cli.inference import fill_mask, generate
 
 LETTERS = list("abcdefghijkl")  # the trained model continues "c d" with "e f ... l" and then EOS
 WORDS = ["the", "cat", "dog", "sat", "ran", "on", "mat", "rug"]

@@ -164,22 +164,24 @@ def test_masked_lm_from_scratch_and_plain_transformers_agree(cli, corpus_dir: Pa
     final = json.loads((run / "results.json").read_text())["final"]
     assert final["eval_masked_accuracy"] > 0.1  # well above chance (1 in ~200)
 
-    from ptft_cli import corpus
     from ptft_cli.config import ObjectiveConfig
-    from ptft_cli.recipes.language_model import _val_bodies
+    from ptft_cli.data import corpus
     from ptft_cli.tasks import mlm
 
     model = AutoModelForMaskedLM.from_pretrained(run / "model").eval()
     tokenizer = AutoTokenizer.from_pretrained(run / "model")
     assert tokenizer("a dog")["input_ids"][0] == tokenizer.cls_token_id  # saved with its post-processor
-    pieces = list(
-        corpus.iter_pieces([corpus_dir / "valid.txt"], fmt="auto", text_column="text", boundary="paragraph")
-    )
+    pieces = [
+        p
+        for p, _ in corpus.iter_pieces(
+            [corpus_dir / "valid.txt"], fmt="auto", text_column="text", boundary="paragraph"
+        )
+    ]
     stream = corpus.tokenize_stream(pieces, tokenizer, tokenizer.sep_token_id)
     specials = mlm.Specials.of(tokenizer)
     nats, n = 0.0, 0
     with torch.no_grad():
-        for body in _val_bodies(stream, 32, None, 64):
+        for body in mlm.val_bodies(stream, 32, None, 64):
             batch = mlm.collate_packed(body, specials, ObjectiveConfig(), 12345, torch.device("cpu"), None)
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
             nats += torch.nn.functional.cross_entropy(
@@ -302,10 +304,12 @@ def test_streaming_pretraining(cli, corpus_dir: Path, tmp_path: Path) -> None:
 
 
 def test_stream_blocks_cover_the_stream_and_memory_is_bounded() -> None:
-    from ptft_cli import corpus
+    from ptft_cli.data.corpus import Cursor
+    from ptft_cli.data.stream import BlockStream
 
     chunks = [np.arange(i * 100, (i + 1) * 100, dtype=np.uint32) for i in range(50)]
-    blocks = list(corpus.iter_stream_blocks(iter(chunks), 11, 10, buffer_blocks=16, seed=0, epoch=0))
+    source = lambda start: iter((c, Cursor(0, i + 1)) for i, c in enumerate(chunks))
+    blocks = list(BlockStream(source, 11, 10, buffer_blocks=16, seed=0, epoch=0))
     starts = sorted(int(b[0]) for b in blocks)
     assert starts == list(range(0, 4990, 10))  # every block once, in a shuffled order
     assert all((b == np.arange(b[0], b[0] + 11)).all() for b in blocks)

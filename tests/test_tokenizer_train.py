@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
-from ptft_cli.tokenizer_train import KINDS, fingerprint, special_tokens_for, train_tokenizer
+from ptft_cli.data.tokenizer_train import KINDS, fingerprint, special_tokens_for, train_tokenizer
 
 SUBJECTS = ["the cat", "a dog", "my neighbour", "the old fisherman", "a small child", "the committee"]
 VERBS = ["watched", "followed", "ignored", "painted", "remembered", "questioned"]

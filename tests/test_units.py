@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from ptft_cli import batching, data, optim
+from ptft_cli import optim
 from ptft_cli.config import TrainingConfig
+from ptft_cli.data import collate, sampler
+from ptft_cli.data import files as data
 from ptft_cli.errors import DataError
 from ptft_cli.tasks import classification
 
@@ -76,11 +78,11 @@ def test_seeded_subset_is_pythons_shuffle() -> None:
 @pytest.mark.parametrize("group", [True, False])
 def test_epoch_batches_cover_every_example_once_and_are_reproducible(group: bool) -> None:
     lengths = [(i * 37) % 50 + 1 for i in range(1000)]
-    a = batching.epoch_batches(lengths, 32, seed=1, epoch=0, group_by_length=group)
+    a = sampler.epoch_batches(lengths, 32, seed=1, epoch=0, group_by_length=group)
     assert sorted(i for b in a for i in b) == list(range(1000))
     assert sorted(len(b) for b in a) == [1000 % 32] + [32] * (1000 // 32)  # one short batch at most
-    assert a == batching.epoch_batches(lengths, 32, seed=1, epoch=0, group_by_length=group)
-    assert a != batching.epoch_batches(lengths, 32, seed=1, epoch=1, group_by_length=group)
+    assert a == sampler.epoch_batches(lengths, 32, seed=1, epoch=0, group_by_length=group)
+    assert a != sampler.epoch_batches(lengths, 32, seed=1, epoch=1, group_by_length=group)
 
 
 def test_length_grouping_removes_most_padding() -> None:
@@ -89,21 +91,21 @@ def test_length_grouping_removes_most_padding() -> None:
     def padded(batches):
         return sum(max(lengths[i] for i in b) * len(b) for b in batches)
 
-    grouped = padded(batching.epoch_batches(lengths, 32, seed=0, epoch=0, group_by_length=True))
-    plain = padded(batching.epoch_batches(lengths, 32, seed=0, epoch=0, group_by_length=False))
+    grouped = padded(sampler.epoch_batches(lengths, 32, seed=0, epoch=0, group_by_length=True))
+    plain = padded(sampler.epoch_batches(lengths, 32, seed=0, epoch=0, group_by_length=False))
     assert grouped < 0.6 * plain
     assert grouped < 1.05 * sum(lengths)
 
 
 def test_inference_batches_are_sorted_longest_first() -> None:
     lengths = [3, 9, 1, 7, 5]
-    assert batching.inference_batches(lengths, 2) == [[1, 3], [4, 0], [2]]
+    assert sampler.inference_batches(lengths, 2) == [[1, 3], [4, 0], [2]]
 
 
 def test_pad_and_mask() -> None:
     seqs = [[5, 6, 7], [8]]
-    assert batching.pad(seqs, 0).tolist() == [[5, 6, 7], [8, 0, 0]]
-    assert batching.attention_mask(seqs).tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert collate.pad(seqs, 0).tolist() == [[5, 6, 7], [8, 0, 0]]
+    assert collate.attention_mask(seqs).tolist() == [[1, 1, 1], [1, 0, 0]]
 
 
 # --- learning-rate schedule ---------------------------------------------------------------------

@@ -1,24 +1,37 @@
-"""Sequence classification: labelled examples, the model with a new head, loss, metrics, prediction.
+"""Sequence classification: labelled examples, a pretrained encoder with a new head, loss, metrics,
+labels and probabilities.
 
-The data half (`prepare`) is pure Python so `ptft validate` can run it without importing torch.
+The data half (`read_inputs`, `evaluation_inputs`, `prediction_inputs`) is pure Python so
+`ptft validate` can run it without importing torch.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ptft_cli import data as data_io
 from ptft_cli.config import Config
-from ptft_cli.errors import DataError
+from ptft_cli.data import files as data_io
+from ptft_cli.errors import ConfigError, DataError
+from ptft_cli.models import Head
+from ptft_cli.tasks import Inputs, Loaded
 
 if TYPE_CHECKING:
     import torch
 
+    from ptft_cli.checkpoint import RunDir
     from ptft_cli.hardware import Hardware
+    from ptft_cli.loop import TrainingData
 
+NAME = "classification"
+TITLE = "classification"
+COMMANDS = ("finetune",)
 METRICS = ("accuracy", "macro_f1", "loss")
-LOWER_IS_BETTER = {"loss"}
+LOWER_IS_BETTER = frozenset({"loss"})
+PREDICTION_FORMATS = (".jsonl", ".csv")
 
 
 @dataclass
@@ -34,22 +47,26 @@ class Prepared:
     train: Examples
     validation: Examples | None
     labels: list[str]
+    held_out: list[int] | None = None  # rows of the training file held out for validation
 
 
 # ---------------------------------------------------------------------------------------------
 # Data (pure Python)
 
 
-def _read(cfg: Config, path: str | None, split: str | None) -> data_io.Table:
+def _read(cfg: Config, key: str, split: str | None) -> data_io.Table:
+    """The file named by config `key` (data.train, data.validation, ...) or a Hub split."""
     d = cfg.data
     if d.dataset:
         return data_io.read_hub_split(d.dataset, d.dataset_config, split or d.train_split)
-    assert path is not None
+    section, name = key.split(".")
+    path = getattr(getattr(cfg, section), name)
+    data_io.require_file(path, key, cfg.where(key))
     return data_io.read_table(path, d.format, text_column=d.text_column)
 
 
-def _texts(table: data_io.Table, column: str, role: str) -> list[str]:
-    values = table.column(column, role)
+def _texts(table: data_io.Table, column: str, role: str, key: str) -> list[str]:
+    values = table.column(column, role, key)
     out = []
     for i, v in enumerate(values):
         if v is None or (isinstance(v, str) and not v.strip()):
@@ -82,9 +99,12 @@ def infer_label_names(raw: list[Any]) -> list[str]:
 
 
 def label_ids(
-    table: data_io.Table, raw: list[Any], names: list[str], column: str, declared: bool
+    table: data_io.Table, raw: list[Any], names: list[str], column: str, declared: bool | str
 ) -> list[int]:
-    """Map each row's label to its id; a label outside the set is an error naming the row."""
+    """Map each row's label to its id; a label outside the set is an error naming the row.
+
+    `declared`: True when the names come from data.labels, False when inferred from the training
+    file, "model" when they are a trained model's (evaluate)."""
     index = {n: i for i, n in enumerate(names)}
     ids = []
     for i, v in enumerate(raw):
@@ -98,24 +118,27 @@ def label_ids(
         elif declared and key.isdigit() and int(key) < len(names) and not isinstance(v, bool):
             ids.append(int(key))  # an integer id into data.labels
         else:
-            source = "data.labels" if declared else "the training labels"
+            source, hint = {
+                True: ("data.labels", "add it to data.labels, or fix the row"),
+                False: ("the training labels", "fix the row, or list every label in data.labels"),
+                "model": ("the model's labels", "fix the row, or evaluate a model trained with that label"),
+            }[declared]
             shown = ", ".join(names[:20]) + (" ..." if len(names) > 20 else "")
             raise DataError(
-                f"label {v!r} is not in {source} ({shown})",
-                where=table.where(i),
-                key=column,
-                hint="fix the row, or list every label in data.labels"
-                if not declared
-                else "add it to data.labels, or fix the row",
+                f"label {v!r} is not in {source} ({shown})", where=table.where(i), key=column, hint=hint
             )
     return ids
 
 
-def _examples(cfg: Config, table: data_io.Table, names: list[str], declared: bool) -> Examples:
+def _examples(cfg: Config, table: data_io.Table, names: list[str], declared: bool | str) -> Examples:
     d = cfg.data
-    texts = _texts(table, d.text_column, "text")
-    pairs = _texts(table, d.text_pair_column, "second text") if d.text_pair_column else None
-    raw = table.column(d.label_column, "label")
+    texts = _texts(table, d.text_column, "text", "data.text_column")
+    pairs = (
+        _texts(table, d.text_pair_column, "second text", "data.text_pair_column")
+        if d.text_pair_column
+        else None
+    )
+    raw = table.column(d.label_column, "label", "data.label_column")
     return Examples(texts, pairs, label_ids(table, raw, names, d.label_column, declared), table.path)
 
 
@@ -138,9 +161,13 @@ def prepare(cfg: Config) -> Prepared:
             key="data.train",
             hint="set data.train (a file) or data.dataset",
         )
-    train_table = _read(cfg, d.train, d.train_split)
+    train_table = _read(cfg, "data.train", d.train_split)
     declared = d.labels is not None
-    names = list(d.labels) if declared else infer_label_names(train_table.column(d.label_column, "label"))
+    names = (
+        list(d.labels)
+        if declared
+        else infer_label_names(train_table.column(d.label_column, "label", "data.label_column"))
+    )
     if len(names) < 2:
         raise DataError(
             f"only one label ({names[0]!r}) in the training data",
@@ -150,9 +177,9 @@ def prepare(cfg: Config) -> Prepared:
         )
     train = _examples(cfg, train_table, names, declared)
 
-    validation = None
+    validation, held = None, None
     if d.validation or (d.dataset and d.validation_split):
-        val_table = _read(cfg, d.validation, d.validation_split)
+        val_table = _read(cfg, "data.validation", d.validation_split)
         validation = _examples(cfg, val_table, names, declared)
     elif d.validation_fraction > 0:
         keep, held = data_io.split_off(len(train.labels), d.validation_fraction, cfg.seed)
@@ -166,15 +193,22 @@ def prepare(cfg: Config) -> Prepared:
         validation.source = f"{train.source} (held-out {d.validation_fraction:.0%})"
         train = _subset(train, keep)
     train = _subset(train, data_io.seeded_subset(len(train.labels), d.max_train_samples, cfg.seed))
-    if validation is not None and d.max_eval_samples is not None:
-        validation = _subset(validation, list(range(min(d.max_eval_samples, len(validation.labels)))))
-    return Prepared(train, validation, names)
+    if validation is not None:
+        validation = _first(validation, d.max_eval_samples)
+    return Prepared(train, validation, names, held)
 
 
-def read_labelled(cfg: Config, path: str, names: list[str]) -> Examples:
-    """A labelled file for `evaluate`, checked against the model's label names."""
+def _first(ex: Examples, n: int | None) -> Examples:
+    return ex if n is None else _subset(ex, list(range(min(n, len(ex.labels)))))
+
+
+def read_labelled(cfg: Config, key: str, names: list[str]) -> Examples:
+    """The labelled file named by config `key`, for `evaluate`, checked against the model's labels."""
+    section, name = key.split(".")
+    path = getattr(getattr(cfg, section), name)
+    data_io.require_file(path, key, cfg.where(key))
     table = data_io.read_table(path, cfg.data.format, text_column=cfg.data.text_column)
-    return _examples(cfg, table, names, True)
+    return _examples(cfg, table, names, "model")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -216,6 +250,258 @@ def report(y_true: list[int], y_pred: list[int], names: list[str]) -> dict[str, 
 
 
 # ---------------------------------------------------------------------------------------------
+# The task: config rules, inputs, head, training data, evaluate, predict
+
+
+def check_config(cfg: Config) -> list[ConfigError]:
+    problems = []
+    m, d = cfg.model, cfg.data
+    if m.architecture:
+        problems.append(
+            ConfigError(
+                "classification fine-tunes a pretrained model",
+                where=cfg.where("model.architecture"),
+                key="model.architecture",
+                hint="pretrain one first (ptft pretrain), then set model.name_or_path",
+            )
+        )
+    if d.labels is not None and len(set(d.labels)) != len(d.labels):
+        problems.append(
+            ConfigError("label names must be distinct", where=cfg.where("data.labels"), key="data.labels")
+        )
+    if d.labels is not None and len(d.labels) < 2:
+        problems.append(
+            ConfigError(
+                "a classifier needs at least 2 labels", where=cfg.where("data.labels"), key="data.labels"
+            )
+        )
+    if not d.packing:
+        problems.append(
+            ConfigError(
+                "packing: false (one document per example) is for task: mlm",
+                where=cfg.where("data.packing"),
+                key="data.packing",
+            )
+        )
+    return problems
+
+
+def _label_summary(names: list[str]) -> str:
+    return f"{len(names)}: {', '.join(names[:10])}{' ...' if len(names) > 10 else ''}"
+
+
+def read_inputs(cfg: Config, command: str) -> Inputs:
+    p = prepare(cfg)
+    if cfg.training.best_metric and p.validation is None:
+        raise ConfigError(
+            "needs validation data to compare models",
+            where=cfg.where("training.best_metric"),
+            key="training.best_metric",
+            hint="set data.validation or data.validation_fraction > 0, or remove best_metric",
+        )
+    summary = [
+        ("labels", _label_summary(p.labels)),
+        ("train", f"{len(p.train.labels):,} rows from {p.train.source}"),
+        (
+            "validation",
+            f"{len(p.validation.labels):,} rows from {p.validation.source}" if p.validation else "none",
+        ),
+    ]
+    files = [Path(f) for f in (cfg.data.train, cfg.data.validation) if f and not cfg.data.dataset]
+    split = None
+    if p.held_out is not None and isinstance(cfg.data.train, str):
+        split = {
+            "data": cfg.data.train,
+            "bytes": Path(cfg.data.train).stat().st_size,
+            "validation_fraction": cfg.data.validation_fraction,
+            "rows": p.held_out,
+        }
+    return Inputs(p, summary, files, lambda: iter(p.train.texts + (p.train.pairs or [])), split)
+
+
+def head(cfg: Config, inputs: Inputs | None) -> Head:
+    if inputs is None:
+        return Head("AutoModelForSequenceClassification", "a classifier", needs_labels=True, pads=True)
+    labels = inputs.data.labels
+    config = {
+        "num_labels": len(labels),
+        "id2label": dict(enumerate(labels)),
+        "label2id": {n: i for i, n in enumerate(labels)},
+    }
+    return Head(
+        "AutoModelForSequenceClassification", "a classifier", config, new_head=True, pads=True, cls_sep=True
+    )
+
+
+def training_data(cfg: Config, inputs: Inputs, tokenizer: Any, hw: Hardware) -> TrainingData:
+    from ptft_cli.data import sampler
+    from ptft_cli.loop import TrainingData
+
+    p: Prepared = inputs.data
+    t, max_len, pad_id = cfg.training, cfg.tokenizer.max_length, tokenizer.pad_token_id
+    train = encode(tokenizer, p.train.texts, p.train.pairs, p.train.labels, max_len)
+    v = p.validation
+    val = encode(tokenizer, v.texts, v.pairs, v.labels, max_len) if v is not None else None
+    lengths = train.lengths
+
+    def batches_of(epoch: int) -> list[list[int]]:
+        return sampler.epoch_batches(
+            lengths, t.batch_size, seed=cfg.seed, epoch=epoch, group_by_length=t.group_by_length
+        )
+
+    def evaluate(m: Any) -> dict[str, Any]:
+        return evaluate_examples(m, val, p.labels, pad_id, t.eval_batch_size, hw)
+
+    grouped = ", grouped by length" if t.group_by_length else ""
+    return TrainingData(
+        batches=sampler.EpochBatches(batches_of),
+        collate=lambda idx: collate(train, idx, pad_id, hw.device),
+        loss_sum=lambda m, batch: loss_sum(m, batch, hw, t.label_smoothing),
+        count=lambda batch: int(batch["labels"].shape[0]),
+        evaluate=evaluate if val is not None else None,
+        lower_is_better=LOWER_IS_BETTER,
+        summary=[
+            ("task", f"classification, {_label_summary(p.labels)}"),
+            (
+                "train",
+                f"{len(lengths):,} examples, {sum(lengths) / len(lengths):.1f} tokens on average (max {max_len}){grouped}",
+            ),
+            (
+                "validation",
+                f"{len(val.lengths):,} examples ({v.source})"
+                if val is not None and v is not None
+                else "none",
+            ),
+        ],
+    )
+
+
+def evaluation_inputs(cfg: Config, run: RunDir, model_ref: str) -> Inputs:
+    """evaluate.data, else data.validation, else the rows the run held out of its training file."""
+    names = _model_labels(model_ref)
+    key = "evaluate.data" if cfg.evaluate.data else "data.validation" if cfg.data.validation else None
+    if key is not None:
+        examples = read_labelled(cfg, key, names) if names else None
+        source = cfg.evaluate.data or cfg.data.validation
+        if key == "data.validation" and examples is not None:
+            examples = _first(examples, cfg.data.max_eval_samples)
+        return Inputs((key, examples), [("data", f"{source}")])
+    if run.split_json.is_file():
+        split = json.loads(run.split_json.read_text(encoding="utf-8"))
+        return Inputs(("split", split), [("data", f"rows held out of {split['data']}")])
+    raise ConfigError(
+        "no labelled data to evaluate on",
+        where=cfg.where("evaluate.data"),
+        key="evaluate.data",
+        hint="set evaluate.data (or data.validation) to a labelled file",
+    )
+
+
+def _held_out(cfg: Config, split: dict[str, Any], names: list[str]) -> Examples:
+    """The validation rows a run held out of its training file (split.json), read again."""
+    path = split["data"]
+    data_io.require_file(path, "data.train", cfg.where("data.train"))
+    if Path(path).stat().st_size != split["bytes"]:
+        raise DataError(
+            f"{path} changed since the run held out its validation rows",
+            where=cfg.where("data.train"),
+            key="data.train",
+            hint="set evaluate.data to a labelled file",
+        )
+    table = data_io.read_table(path, cfg.data.format, text_column=cfg.data.text_column)
+    examples = _subset(_examples(cfg, table, names, "model"), split["rows"])
+    examples.source = f"{path} (held-out {split['validation_fraction']:.0%})"
+    return _first(examples, cfg.data.max_eval_samples)
+
+
+def _model_labels(ref: str) -> list[str] | None:
+    from ptft_cli.models import label_names_of
+
+    return label_names_of(ref)
+
+
+def evaluate(cfg: Config, inputs: Inputs, loaded: Loaded, progress: Callable[[int], None]) -> dict[str, Any]:
+    kind, payload = inputs.data
+    names = label_names(loaded.model)
+    if kind == "split":
+        examples = _held_out(cfg, payload, names)
+    else:
+        examples = payload or read_labelled(cfg, kind, names)
+        if kind == "data.validation" and payload is None:
+            examples = _first(examples, cfg.data.max_eval_samples)
+    enc = encode(loaded.tokenizer, examples.texts, examples.pairs, examples.labels, cfg.tokenizer.max_length)
+    metrics = evaluate_examples(
+        loaded.model,
+        enc,
+        names,
+        loaded.tokenizer.pad_token_id,
+        cfg.training.eval_batch_size,
+        loaded.hw,
+        progress,
+    )
+    metrics.update({"examples": len(enc.labels or []), "data": examples.source})
+    return metrics
+
+
+def prediction_inputs(cfg: Config) -> Inputs:
+    """(texts, pairs, ids) from predict.input; ids are the file's `id` field or its line numbers."""
+    path = cfg.predict.input
+    if not path:
+        raise ConfigError(
+            "no input texts",
+            where=cfg.where("predict.input"),
+            key="predict.input",
+            hint="pass --input FILE or set predict.input",
+        )
+    data_io.require_file(path, "predict.input", cfg.where("predict.input"))
+    fmt = data_io.detect_format(path, "auto")
+    if fmt not in ("txt", "jsonl", "csv", "tsv", "json", "parquet"):
+        raise DataError(f"cannot read texts from {fmt}", where=path)
+    table = data_io.read_table(path, fmt, text_column=cfg.data.text_column)
+    texts = _texts(table, cfg.data.text_column, "text", "data.text_column")
+    pairs = (
+        _texts(table, cfg.data.text_pair_column, "second text", "data.text_pair_column")
+        if cfg.data.text_pair_column and fmt != "txt"
+        else None
+    )
+    ids = (
+        [row.get("id", line) for row, line in zip(table.rows, table.lines)]
+        if fmt != "txt"
+        else list(table.lines)
+    )
+    return Inputs((texts, pairs, ids), [("predict.input", f"{len(texts):,} texts from {path}")])
+
+
+def predict(
+    cfg: Config, inputs: Inputs, loaded: Loaded, progress: Callable[[int], None]
+) -> list[dict[str, Any]]:
+    from ptft_cli.data.sampler import inference_batches
+
+    texts, pairs, ids = inputs.data
+    labels = label_names(loaded.model)
+    enc = encode(loaded.tokenizer, texts, pairs, None, cfg.tokenizer.max_length)
+    batches = inference_batches(enc.lengths, cfg.training.eval_batch_size)
+    probs, _ = forward_probs(loaded.model, batches, enc, loaded.tokenizer.pad_token_id, loaded.hw, progress)
+    rows = []
+    for i, text, p in zip(ids, texts, probs.tolist()):
+        best = max(range(len(p)), key=p.__getitem__)
+        rows.append(
+            {
+                "id": i,
+                "text": text,
+                "label": labels[best],
+                "score": p[best],
+                "probabilities": dict(zip(labels, p)),
+            }
+        )
+    return rows
+
+
+def shown(row: dict[str, Any]) -> str:
+    return f"{row['label']} ({row['score']:.3f})"
+
+
+# ---------------------------------------------------------------------------------------------
 # Model, batches, loss (torch)
 
 
@@ -238,7 +524,7 @@ def encode(
 
 
 def collate(enc: Encoded, idx: list[int], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
-    from ptft_cli.batching import attention_mask, pad
+    from ptft_cli.data.collate import attention_mask, pad
 
     seqs = [enc.input_ids[i] for i in idx]
     batch = {"input_ids": pad(seqs, pad_id), "attention_mask": attention_mask(seqs)}
@@ -251,62 +537,9 @@ def collate(enc: Encoded, idx: list[int], pad_id: int, device: torch.device) -> 
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def build_model(cfg: Config, ref: str, labels: list[str], attn: str, where: str) -> Any:
-    """A pretrained encoder with a freshly initialised head sized for `labels`."""
-    from transformers import AutoModelForSequenceClassification
-
-    from ptft_cli import models
-
-    config = models.load_config(
-        ref,
-        cfg.model,
-        "model.name_or_path",
-        where,
-        num_labels=len(labels),
-        id2label=dict(enumerate(labels)),
-        label2id={n: i for i, n in enumerate(labels)},
-    )
-    model = AutoModelForSequenceClassification.from_pretrained(
-        ref,
-        config=config,
-        revision=cfg.model.revision,
-        trust_remote_code=cfg.model.trust_remote_code,
-        attn_implementation=attn,
-        ignore_mismatched_sizes=True,  # a checkpoint with another head size gets a new head
-    )
-    models.freeze(model, cfg.model)
-    return model
-
-
-def load_trained(ref: str, cfg: Config, attn: str, where: str, key: str) -> Any:
-    """A fine-tuned classifier as saved by `finetune` (or any sequence-classification checkpoint)."""
-    from transformers import AutoModelForSequenceClassification
-
-    from ptft_cli import models
-
-    config = models.load_config(ref, cfg.model, key, where)
-    if not getattr(config, "id2label", None):
-        raise DataError(f"{ref} has no label names (id2label)", where=where, key=key)
-    return AutoModelForSequenceClassification.from_pretrained(
-        ref,
-        config=config,
-        revision=cfg.model.revision,
-        trust_remote_code=cfg.model.trust_remote_code,
-        attn_implementation=attn,
-    )
-
-
 def label_names(model: Any) -> list[str]:
     id2label = model.config.id2label
     return [str(id2label[i]) for i in range(len(id2label))]
-
-
-def ensure_pad_token(tokenizer: Any, model: Any) -> None:
-    """Decoder models (GPT-2, LLaMA) ship without a pad token; classification pads with EOS."""
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    if model is not None and getattr(model.config, "pad_token_id", None) is None:
-        model.config.pad_token_id = tokenizer.pad_token_id
 
 
 def loss_sum(
@@ -337,7 +570,7 @@ def forward_probs(
         for idx in batches:
             batch = collate(enc, idx, pad_id, hw.device)
             labels = batch.pop("labels", None)
-            with hw.autocast():
+            with hw.eval_autocast():
                 logits = model(**batch).logits.float()
             if labels is not None:
                 total_loss += F.cross_entropy(logits, labels, reduction="sum").item()
@@ -348,7 +581,7 @@ def forward_probs(
     return probs, total_loss
 
 
-def evaluate(
+def evaluate_examples(
     model: Any,
     enc: Encoded,
     names: list[str],
@@ -357,7 +590,7 @@ def evaluate(
     hw: Hardware,
     progress: Any = None,
 ) -> dict[str, Any]:
-    from ptft_cli.batching import inference_batches
+    from ptft_cli.data.sampler import inference_batches
 
     probs, total_loss = forward_probs(
         model, inference_batches(enc.lengths, batch_size), enc, pad_id, hw, progress

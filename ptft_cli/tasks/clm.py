@@ -1,4 +1,5 @@
-"""Causal LM (next-token prediction): packed blocks, shifted targets, scoring the whole validation text.
+"""Causal LM (next-token prediction): packed blocks, shifted targets, scoring the whole validation
+text, and generation.
 
 A block is T+1 consecutive tokens: the model reads the first T and predicts the last T, so every
 token of the stream is a target exactly once per epoch (as in nanoGPT), unlike the HF convention
@@ -7,22 +8,122 @@ of T-token blocks with T-1 targets. Blocks start every T tokens from a random pe
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ptft_cli import corpus
-from ptft_cli.tasks import lm
+from ptft_cli.config import DECODERS, Config
+from ptft_cli.data import corpus
+from ptft_cli.errors import ConfigError, DataError
+from ptft_cli.models import Head
+from ptft_cli.tasks import Inputs, Loaded, lm
+from ptft_cli.tasks.lm import METRICS, PREDICTION_FORMATS, evaluation_inputs, prediction_inputs
 
 if TYPE_CHECKING:
     import torch
 
     from ptft_cli.hardware import Hardware
+    from ptft_cli.loop import TrainingData
+
+__all__ = ["METRICS", "PREDICTION_FORMATS", "evaluation_inputs", "prediction_inputs"]
+
+NAME = "clm"
+TITLE = "causal LM (next token)"
+COMMANDS = ("pretrain", "finetune")
 
 
-def epoch_batches(n_tokens: int, length: int, batch_size: int, *, seed: int, epoch: int) -> list[np.ndarray]:
-    starts = corpus.block_starts(n_tokens, length, length + 1, seed=seed, epoch=epoch, shuffle=True)
-    return [starts[i : i + batch_size] for i in range(0, len(starts), batch_size)]
+def check_config(cfg: Config) -> list[ConfigError]:
+    return lm.check_architecture(
+        cfg, DECODERS, "{arch} is an encoder; causal LM needs a decoder", f"allowed: {', '.join(DECODERS)}"
+    ) + lm.check_packing(cfg)
+
+
+def read_inputs(cfg: Config, command: str) -> Inputs:
+    family = lm.pretrained_family(cfg)
+    if family and family[0] == "encoder":
+        raise lm.refuse_pretrained(
+            cfg,
+            f"{cfg.model.name_or_path} is a {family[1]} encoder; causal LM needs a decoder",
+            "use task: mlm, or a decoder such as gpt2",
+        )
+    return lm.read_inputs(cfg, command)
+
+
+def head(cfg: Config, inputs: Inputs | None) -> Head:
+    return Head("AutoModelForCausalLM", "a causal LM")
+
+
+def training_data(cfg: Config, inputs: Inputs, tokenizer: Any, hw: Hardware) -> TrainingData:
+    from ptft_cli.data import cache, sampler
+    from ptft_cli.loop import TrainingData
+
+    c: lm.Corpus = inputs.data
+    t, T = cfg.training, cfg.tokenizer.max_length
+    sep = lm.separator_id(tokenizer, causal=True)
+    if cfg.data.streaming:
+        val = lm.stream_validation(cfg, c.files, tokenizer, sep)
+        batches: sampler.BatchSource = lm.stream_batches(cfg, c.files, tokenizer, sep, T + 1, T)
+        collate = lambda blocks: collate_blocks(blocks, hw.device)
+        train_size = lm.describe_stream(cfg, c.files)
+    else:
+        assert c.texts is not None
+        train, val, cached = cache.token_streams(cfg, c.files, c.texts, tokenizer, sep)
+        ids = train.ids
+        lm.check_enough(cfg, len(ids), T + 1)
+        batches = sampler.EpochBatches(
+            lambda epoch: sampler.block_batches(len(ids), T, T + 1, t.batch_size, seed=cfg.seed, epoch=epoch)
+        )
+        collate = lambda starts: collate_blocks(gather(ids, starts, T + 1), hw.device)
+        train_size = lm.describe_tokens(train, cached)
+
+    def evaluate(m: Any) -> dict[str, Any]:
+        assert val is not None
+        return score_stream(m, val, T, t.eval_batch_size, hw, cfg.data.max_eval_samples)
+
+    return TrainingData(
+        batches=batches,
+        collate=collate,
+        loss_sum=lambda m, b: loss_sum(m, b, hw.autocast),
+        count=lambda b: b["labels"].numel(),
+        evaluate=evaluate if val is not None else None,
+        lower_is_better=lm.LOWER_IS_BETTER,
+        tokens=lm.tokens_in,
+        seq_len=T,
+        summary=[("task", TITLE), ("train", train_size), ("validation", lm.describe_tokens(val))],
+    )
+
+
+def evaluate(cfg: Config, inputs: Inputs, loaded: Loaded, progress: Callable[[int], None]) -> dict[str, Any]:
+    paths, pieces, key = inputs.data
+    stream = corpus.tokenize_stream(pieces, loaded.tokenizer, lm.separator_id(loaded.tokenizer, causal=True))
+    T = cfg.tokenizer.max_length
+    return score_stream(
+        loaded.model, stream, T, cfg.training.eval_batch_size, loaded.hw, cfg.data.max_eval_samples
+    )
+
+
+def predict(
+    cfg: Config, inputs: Inputs, loaded: Loaded, progress: Callable[[int], None]
+) -> list[dict[str, Any]]:
+    from ptft_cli.inference import generate
+
+    prompts, ids = inputs.data
+    try:
+        rows = generate(
+            loaded.model, loaded.tokenizer, prompts, **lm.generation_settings(cfg), progress=progress
+        )
+    except ValueError as e:
+        raise DataError(str(e), where=cfg.predict.input or "--prompt", key="predict") from None
+    return [{"id": i, **row} for i, row in zip(ids, rows)]
+
+
+def shown(row: dict[str, Any]) -> str:
+    return row["prompt"] + row["completion"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Batches, loss, scoring (torch)
 
 
 def collate_blocks(blocks: np.ndarray, device: torch.device) -> dict[str, torch.Tensor]:
@@ -37,8 +138,8 @@ def gather(ids: np.ndarray, starts: np.ndarray, span: int) -> np.ndarray:
     return ids[starts[:, None] + np.arange(span)[None, :]]
 
 
-def loss_sum(model: Any, batch: dict[str, torch.Tensor], hw: Hardware) -> torch.Tensor:
-    with hw.autocast():
+def loss_sum(model: Any, batch: dict[str, torch.Tensor], autocast: Callable[[], Any]) -> torch.Tensor:
+    with autocast():
         # no KV cache: training and scoring read each block once
         logits = model(
             input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"), use_cache=False
@@ -46,7 +147,7 @@ def loss_sum(model: Any, batch: dict[str, torch.Tensor], hw: Hardware) -> torch.
     return lm.summed_cross_entropy(logits, batch["labels"])
 
 
-def evaluate(
+def score_stream(
     model: Any,
     stream: corpus.TokenStream,
     length: int,
@@ -69,13 +170,13 @@ def evaluate(
     with torch.inference_mode():
         for i in range(0, len(starts), batch_size):
             batch = collate_blocks(gather(ids, starts[i : i + batch_size], length + 1), hw.device)
-            nats += loss_sum(model, batch, hw).item()
+            nats += loss_sum(model, batch, hw.eval_autocast).item()
             targets += batch["labels"].numel()
         rest = n_targets - n_full * length
         if rest > 0 and max_blocks is None:  # the tail that does not fill a block
             tail = torch.from_numpy(ids[n_full * length :])[None, :]
             batch = {"input_ids": tail[:, :-1].to(hw.device), "labels": tail[:, 1:].to(hw.device)}
-            nats += loss_sum(model, batch, hw).item()
+            nats += loss_sum(model, batch, hw.eval_autocast).item()
             targets += rest
     model.train(was_training)
     scored_all = max_blocks is None

@@ -1,7 +1,8 @@
-"""What masked-LM and causal-LM training share: the corpus, the tokenizer, the model, FLOPs, and scoring.
+"""What the language-model tasks (mlm, mlm+nsp, clm) share: reading the corpus, the checks on it,
+the text `evaluate` scores, the prompts `predict` reads, streamed batches, and scoring.
 
-The objective-specific parts (which tokens are targets, masking, next-sentence pairs) live in
-`tasks/clm.py` and `tasks/mlm.py`.
+The objective-specific parts (which tokens are targets, masking, sentence pairs) live in
+`tasks/clm.py`, `tasks/mlm.py` and `tasks/nsp.py`.
 """
 
 from __future__ import annotations
@@ -9,134 +10,172 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ptft_cli import corpus
 from ptft_cli.config import DECODERS, ENCODERS, Config
+from ptft_cli.data import corpus
+from ptft_cli.data import files as data_files
 from ptft_cli.errors import ConfigError, DataError
+from ptft_cli.tasks import Inputs
 
 if TYPE_CHECKING:
     import torch
 
-LOWER_IS_BETTER = {"loss", "perplexity", "bits_per_char", "bits_per_byte"}
+    from ptft_cli.checkpoint import RunDir
+    from ptft_cli.data.sampler import StreamBatches
+
+METRICS = ("loss", "perplexity")
+LOWER_IS_BETTER = frozenset({"loss", "perplexity", "bits_per_char", "bits_per_byte"})
+PREDICTION_FORMATS = (".jsonl",)
+# model_types that are decoders although ptft does not build them from scratch
+OTHER_DECODERS = ("gpt_neox", "gptj", "opt", "phi", "gemma")
 
 
 # ---------------------------------------------------------------------------------------------
-# Preflight (pure Python)
+# Config rules (pure Python)
+
+
+def check_architecture(cfg: Config, allowed: tuple[str, ...], message: str, hint: str) -> list[ConfigError]:
+    """A new model's architecture must suit the objective (an encoder for masked LM, ...)."""
+    arch = cfg.model.architecture
+    if arch and arch not in allowed:
+        where, key = cfg.where("model.architecture"), "model.architecture"
+        return [ConfigError(message.format(arch=arch), where=where, key=key, hint=hint)]
+    return []
+
+
+def check_packing(cfg: Config) -> list[ConfigError]:
+    if cfg.data.packing:
+        return []
+    return [
+        ConfigError(
+            "packing: false (one document per example) is for task: mlm",
+            where=cfg.where("data.packing"),
+            key="data.packing",
+        )
+    ]
+
+
+def pretrained_family(cfg: Config) -> tuple[str, str] | None:
+    """(family, model_type) of a local pretrained model, read from its config.json without loading
+    it: family is "decoder", "encoder" or the model_type itself. None for new models and Hub ids."""
+    from ptft_cli.models import model_type_of
+
+    kind = model_type_of(cfg.model.name_or_path) if cfg.model.name_or_path else None
+    if kind is None:
+        return None
+    family = (
+        "decoder" if kind in DECODERS or kind in OTHER_DECODERS else "encoder" if kind in ENCODERS else kind
+    )
+    return family, kind
+
+
+def refuse_pretrained(cfg: Config, message: str, hint: str) -> ConfigError:
+    return ConfigError(message, where=cfg.where("model.name_or_path"), key="model.name_or_path", hint=hint)
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs (pure Python)
 
 
 @dataclass
-class CorpusFiles:
-    """Where the text comes from: files, or splits of a Hugging Face dataset (data.dataset)."""
+class Corpus:
+    """The training corpus: where it comes from, and its text (None when streamed)."""
 
-    train: list[Path]
-    validation: list[Path]
-    hub_train: str | None = None
-    hub_validation: str | None = None
+    files: corpus.CorpusFiles
+    texts: corpus.Texts | None
 
 
-def corpus_files(cfg: Config) -> CorpusFiles:
+def read_inputs(cfg: Config, command: str) -> Inputs:
+    """The corpus, read and split (unless streamed): every data error surfaces here."""
+    files = corpus.corpus_files(cfg)
     d = cfg.data
-    if d.dataset:
-        return CorpusFiles([], [], d.train_split, d.validation_split)
-    if not d.train:
-        raise DataError(
-            "no training corpus",
-            where=cfg.where("data"),
-            key="data.train",
-            hint="set data.train to text files or globs",
+    has_validation = bool(files.validation or files.hub_validation)
+    if cfg.training.best_metric and not has_validation and (d.validation_fraction == 0 or d.streaming):
+        raise ConfigError(
+            "needs validation data to compare models",
+            where=cfg.where("training.best_metric"),
+            key="training.best_metric",
         )
-    return CorpusFiles(
-        corpus.expand(d.train, "data.train", cfg.where("data.train")),
-        corpus.expand(d.validation, "data.validation", cfg.where("data.validation")),
+    if d.streaming:
+        summary = [("train", f"{len(files.train)} file(s), streamed (read when training starts)")]
+        texts = None
+
+        def train_text() -> Any:
+            return (p.text for p, _ in corpus.pieces_of(cfg, files.train, files.hub_train) if p.text)
+    else:
+        texts = corpus.read_texts(cfg, files)
+        summary = [
+            ("train", f"{sum(len(p.text) for p in texts.train):,} characters in {len(files.train)} file(s)"),
+            (
+                "validation",
+                f"{sum(len(p.text) for p in texts.validation):,} characters" if texts.validation else "none",
+            ),
+        ]
+
+        def train_text() -> Any:
+            return (p.text for p in texts.train if p.text)
+
+    split = None
+    if not has_validation and d.validation_fraction > 0 and not d.dataset:
+        split = {
+            "data": [str(p) for p in files.train],
+            "validation_fraction": d.validation_fraction,
+            "tail": True,
+        }
+    return Inputs(Corpus(files, texts), summary, files.train + files.validation, train_text, split)
+
+
+def evaluation_inputs(cfg: Config, run: RunDir, model_ref: str) -> Inputs:
+    """evaluate.data, else data.validation, else the tail of the corpus the run held out."""
+    if cfg.evaluate.data or cfg.data.validation:
+        key = "evaluate.data" if cfg.evaluate.data else "data.validation"
+        paths = corpus.expand(cfg.evaluate.data or cfg.data.validation, key, cfg.where(key))
+        pieces = corpus.read_pieces(cfg, paths)
+    elif run.split_json.is_file():
+        split = json.loads(run.split_json.read_text(encoding="utf-8"))
+        key = "data.train"
+        paths = corpus.expand(split["data"], key, cfg.where(key))
+        pieces = corpus.split_tail(corpus.read_pieces(cfg, paths), split["validation_fraction"])[1]
+    else:
+        raise ConfigError(
+            "no text to evaluate on",
+            where=cfg.where("evaluate.data"),
+            key="evaluate.data",
+            hint="set evaluate.data (or data.validation) to text files",
+        )
+    if not any(p.text.strip() for p in pieces):
+        raise DataError("no text to evaluate", where=str(paths[0]), key=key)
+    return Inputs((paths, pieces, key), [("data", ", ".join(p.name for p in paths))], paths)
+
+
+def prediction_inputs(cfg: Config) -> Inputs:
+    """Prompts (or masked texts): `--prompt TEXT`, or one per line / row of predict.input."""
+    p = cfg.predict
+    if p.prompt is not None:
+        return Inputs(([p.prompt], [1]), [("prompt", p.prompt)])
+    if not p.input:
+        raise ConfigError(
+            "no prompts",
+            where=cfg.where("predict.input"),
+            key="predict.input",
+            hint="pass --prompt TEXT or --input FILE",
+        )
+    data_files.require_file(p.input, "predict.input", cfg.where("predict.input"))
+    table = data_files.read_table(p.input, "auto", text_column=cfg.data.text_column)
+    texts = table.column(cfg.data.text_column, "prompt", "data.text_column")
+    ids = [row.get("id", line) for row, line in zip(table.rows, table.lines)]
+    return Inputs(
+        ([str(x) for x in texts], ids), [("predict.input", f"{len(texts):,} prompts from {p.input}")]
     )
 
 
-def model_type_of(ref: str) -> str | None:
-    """`model_type` from a local config.json (None for Hub ids), without importing transformers."""
-    path = Path(ref) / "config.json"
-    return json.loads(path.read_text(encoding="utf-8")).get("model_type") if path.is_file() else None
-
-
-def check_objective_fits_model(cfg: Config, ref: str | None) -> None:
-    """MLM needs an encoder, CLM a decoder: say so before loading anything."""
-    kind = model_type_of(ref) if ref else None
-    if kind is None:
-        return
-    key, where = "model.name_or_path", cfg.where("model.name_or_path")
-    if cfg.task in ("mlm", "mlm+nsp") and (
-        kind in DECODERS or kind in ("gpt_neox", "gptj", "opt", "phi", "gemma")
-    ):
-        raise ConfigError(
-            f"{ref} is a {kind} decoder; masked LM needs an encoder",
-            where=where,
-            key=key,
-            hint="use task: clm, or an encoder such as bert",
-        )
-    if cfg.task == "clm" and kind in ENCODERS:
-        raise ConfigError(
-            f"{ref} is a {kind} encoder; causal LM needs a decoder",
-            where=where,
-            key=key,
-            hint="use task: mlm, or a decoder such as gpt2",
-        )
-    if cfg.task == "mlm+nsp" and kind != "bert":
-        raise ConfigError(
-            f"next-sentence prediction needs a BERT model, {ref} is {kind}",
-            where=where,
-            key=key,
-            hint="use task: mlm",
-        )
-
-
-# ---------------------------------------------------------------------------------------------
-# Tokenizer
-
-
-def tokenizer_for(cfg: Config, train_pieces: Any) -> tuple[Any, str]:
-    """Train a tokenizer on the corpus (tokenizer.type) or load one; returns (tokenizer, description)."""
-    from ptft_cli import models
-
-    tok = cfg.tokenizer
-    if tok.type:
-        from ptft_cli import tokenizer_train
-
-        architecture = cfg.model.architecture or model_type_of(cfg.model.name_or_path or "") or "gpt2"
-        specials = tok.special_tokens or tokenizer_train.special_tokens_for(architecture)
-        try:
-            tokenizer = tokenizer_train.train_tokenizer(
-                (p.text for p in train_pieces() if p.text),
-                kind=tok.type,
-                vocab_size=tok.vocab_size,
-                special_tokens=specials,
-                min_frequency=tok.min_frequency,
-                lowercase=tok.lowercase,
-                model_max_length=tok.max_length,
-                add_cls_sep=cfg.task in ("mlm", "mlm+nsp"),
-            )
-        except ValueError as e:
-            raise ConfigError(str(e), where=cfg.where("tokenizer.vocab_size"), key="tokenizer") from None
-        return tokenizer, f"{tok.type} trained on the corpus, {len(tokenizer):,} tokens"
-    ref = tok.name_or_path or cfg.model.name_or_path
-    key = "tokenizer.name_or_path" if tok.name_or_path else "model.name_or_path"
-    if ref is None:
-        raise ConfigError(
-            "no tokenizer: a new model needs one",
-            where=cfg.where("tokenizer"),
-            key="tokenizer.type",
-            hint="set tokenizer.type (bpe, wordpiece, char) to train one, or tokenizer.name_or_path",
-        )
-    tokenizer = models.load_tokenizer(ref, cfg.model, key, cfg.where(key))
-    return tokenizer, f"{ref}, {len(tokenizer):,} tokens"
-
-
-def separator_id(tokenizer: Any, task: str) -> int:
-    """The token between documents: SEP for masked LM (BERT), EOS for causal LM."""
+def separator_id(tokenizer: Any, causal: bool) -> int:
+    """The token between documents: EOS for causal LM, SEP for masked LM (BERT)."""
     ids = (
-        (tokenizer.sep_token_id, tokenizer.eos_token_id)
-        if task != "clm"
-        else (tokenizer.eos_token_id, tokenizer.sep_token_id)
+        (tokenizer.eos_token_id, tokenizer.sep_token_id)
+        if causal
+        else (tokenizer.sep_token_id, tokenizer.eos_token_id)
     )
     for i in ids:
         if i is not None:
@@ -148,143 +187,71 @@ def separator_id(tokenizer: Any, task: str) -> int:
     )
 
 
+def check_enough(cfg: Config, n_tokens: int, span: int) -> None:
+    if n_tokens < span + cfg.tokenizer.max_length:
+        raise DataError(
+            f"the training corpus has {n_tokens:,} tokens, too few for even two blocks of {cfg.tokenizer.max_length}",
+            where=cfg.where("data.train"),
+            key="data.train",
+            hint="add text or lower tokenizer.max_length",
+        )
+
+
 # ---------------------------------------------------------------------------------------------
-# Model
+# Streams
 
 
-def _size_config(cfg: Config, tokenizer: Any) -> dict[str, Any]:
-    m = cfg.model
-    size: dict[str, Any] = {
-        "vocab_size": len(tokenizer),
-        "hidden_size": m.hidden_size,
-        "num_hidden_layers": m.num_layers,
-        "num_attention_heads": m.num_heads,
-        "max_position_embeddings": m.max_position_embeddings or cfg.tokenizer.max_length,
-        "pad_token_id": tokenizer.pad_token_id,
-        "bos_token_id": tokenizer.bos_token_id
-        if tokenizer.bos_token_id is not None
-        else tokenizer.cls_token_id,
-        "eos_token_id": tokenizer.eos_token_id
-        if tokenizer.eos_token_id is not None
-        else tokenizer.sep_token_id,
-    }
-    if m.architecture in ENCODERS:
-        size.update(cls_token_id=tokenizer.cls_token_id, sep_token_id=tokenizer.sep_token_id)
-    inner = m.intermediate_size or 4 * m.hidden_size
-    if m.architecture == "gpt2":
-        size["n_inner"] = inner
-    elif m.architecture == "distilbert":
-        size.update(dim=m.hidden_size, n_layers=m.num_layers, n_heads=m.num_heads, hidden_dim=inner)
-    else:
-        size["intermediate_size"] = inner
-    if m.architecture in ("llama", "mistral"):
-        size["num_key_value_heads"] = m.num_kv_heads or m.num_heads
-        size["tie_word_embeddings"] = True  # small models: the output layer shares the embedding
-    if m.architecture == "modernbert":
-        # As in the released ModernBERT checkpoints: a classifier fine-tuned on an MLM-only encoder
-        # reads the mean of the token states; the [CLS] state was never trained for anything.
-        size["classifier_pooling"] = "mean"
-    if m.architecture == "roberta":
-        # RoBERTa's position ids start after the padding index.
-        size["max_position_embeddings"] += (tokenizer.pad_token_id or 0) + 1
-    return size
+def stream_validation(
+    cfg: Config, files: corpus.CorpusFiles, tokenizer: Any, separator: int
+) -> corpus.TokenStream | None:
+    if not files.validation and not files.hub_validation:
+        return None
+    pieces = corpus.read_pieces(cfg, files.validation, files.hub_validation)
+    return corpus.tokenize_stream(pieces, tokenizer, separator)
 
 
-def auto_class(task: str) -> Any:
-    import transformers
+def stream_batches(
+    cfg: Config, files: corpus.CorpusFiles, tokenizer: Any, separator: int, span: int, stride: int
+) -> StreamBatches:
+    """Streaming: blocks of `span` tokens every `stride` tokens, read, tokenized, cut and shuffled
+    on the fly; resumable at any batch."""
+    from ptft_cli.data.sampler import StreamBatches
+    from ptft_cli.data.stream import BlockStream
 
-    return {
-        "clm": transformers.AutoModelForCausalLM,
-        "mlm": transformers.AutoModelForMaskedLM,
-        "mlm+nsp": transformers.AutoModelForPreTraining,
-    }[task]
+    chunks = corpus.token_chunks_from(cfg, files, tokenizer, separator)
 
-
-def build_model(cfg: Config, tokenizer: Any, attn: str) -> tuple[Any, str]:
-    """A new model of `model.architecture`, or the pretrained `model.name_or_path` with an LM head."""
-    from transformers import AutoConfig
-
-    from ptft_cli import models
-
-    m = cfg.model
-    cls = auto_class(cfg.task)
-    if m.architecture:
-        config = AutoConfig.for_model(m.architecture, **_size_config(cfg, tokenizer))
-        if m.dropout is not None:
-            models.set_dropout(config, m.dropout)
-        elif m.architecture in DECODERS:
-            models.set_dropout(config, 0.0)  # from scratch on a small corpus: nanoGPT's zero dropout
-        config._attn_implementation = attn
-        model = cls.from_config(config, attn_implementation=attn)
-        return model, f"new {m.architecture} ({type(model).__name__})"
-    ref = m.name_or_path
-    assert ref is not None
-    key, where = "model.name_or_path", cfg.where("model.name_or_path")
-    config = models.load_config(ref, m, key, where)
-    try:
-        model = cls.from_pretrained(
-            ref,
-            config=config,
-            revision=m.revision,
-            trust_remote_code=m.trust_remote_code,
-            attn_implementation=attn,
-        )
-    except ValueError as e:  # e.g. "Unrecognized configuration class" for the wrong head
-        raise ConfigError(
-            f"cannot load {ref} for {cfg.task}: {str(e).splitlines()[0][:160]}", where=where, key=key
-        ) from None
-    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
-        raise ConfigError(
-            f"the tokenizer has {len(tokenizer):,} tokens but the model's embedding has {model.get_input_embeddings().num_embeddings:,}",
-            where=where,
-            key="tokenizer",
-            hint="use the model's own tokenizer (leave tokenizer.* unset)",
-        )
-    return model, f"{ref} ({type(model).__name__})"
-
-
-def max_positions(model: Any) -> int | None:
-    c = model.config
-    for name in ("max_position_embeddings", "n_positions", "n_ctx"):
-        value = getattr(c, name, None)
-        if isinstance(value, int):
-            # RoBERTa reserves padding_idx + 1 positions
-            return (
-                value - (c.pad_token_id + 1)
-                if c.model_type in ("roberta", "xlm-roberta", "camembert") and c.pad_token_id is not None
-                else value
-            )
-    return None
-
-
-def check_block_fits(cfg: Config, model: Any, length: int) -> None:
-    limit = max_positions(model)
-    if limit is not None and length > limit:
-        raise ConfigError(
-            f"{length} tokens per block is more than the model's {limit} positions",
-            where=cfg.where("tokenizer.max_length"),
-            key="tokenizer.max_length",
-            hint=f"use tokenizer.max_length <= {limit}",
+    def open_stream(epoch: int, position: dict[str, Any] | None) -> BlockStream:
+        return BlockStream(
+            chunks,
+            span,
+            stride,
+            buffer_blocks=cfg.data.shuffle_buffer,
+            seed=cfg.seed,
+            epoch=epoch,
+            state=position,
         )
 
+    return StreamBatches(open_stream, cfg.training.batch_size)
 
-def flops_per_token(model: Any, seq_len: int) -> float:
-    """Training FLOPs per token: 6 x (non-embedding parameters + output layer) + attention (PaLM's 12·L·d·T)."""
-    c = model.config
-    emb = model.get_input_embeddings()
-    n_params = sum(p.numel() for p in model.parameters())
-    n_embedding = sum(
-        p.numel()
-        for n, p in model.named_parameters()
-        if "embed" in n or n.endswith(("wte.weight", "wpe.weight"))
-    )
-    vocab, width = emb.weight.shape
-    layers = getattr(c, "num_hidden_layers", None) or getattr(c, "n_layer", None) or 0
-    return 6.0 * (n_params - n_embedding + vocab * width) + 12.0 * layers * width * seq_len
+
+def describe_tokens(stream: corpus.TokenStream | None, cached: bool = False) -> str:
+    if stream is None:
+        return "none"
+    return f"{len(stream.ids):,} tokens ({stream.chars:,} characters)" + (" (cached)" if cached else "")
+
+
+def describe_stream(cfg: Config, files: corpus.CorpusFiles) -> str:
+    if cfg.data.dataset:
+        return f"streamed from dataset {cfg.data.dataset}"
+    return f"streamed from {len(files.train)} file(s)"
 
 
 # ---------------------------------------------------------------------------------------------
 # Scoring
+
+
+def tokens_in(batch: dict) -> int:
+    return int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
 
 
 def lm_metrics(nats: float, targets: int, chars: int | None, n_bytes: int | None) -> dict[str, float]:
@@ -305,3 +272,35 @@ def summed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Te
     return F.cross_entropy(
         logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="sum"
     )
+
+
+def generation_settings(cfg: Config) -> dict[str, Any]:
+    p = cfg.predict
+    return {
+        "max_new_tokens": p.max_new_tokens,
+        "do_sample": p.do_sample,
+        "temperature": p.temperature,
+        "top_k": p.top_k,
+        "top_p": p.top_p,
+        "batch_size": cfg.training.eval_batch_size,
+        "seed": cfg.seed,
+    }
+
+
+def fill_mask(cfg: Config, inputs: Inputs, loaded: Any, progress: Any) -> list[dict[str, Any]]:
+    """`predict` for masked LMs (with or without NSP): the top-k tokens at each mask."""
+    from ptft_cli.inference import fill_mask as fill
+
+    prompts, ids = inputs.data
+    try:
+        rows = fill(
+            loaded.model,
+            loaded.tokenizer,
+            prompts,
+            top_k=cfg.predict.top_k or 5,
+            batch_size=cfg.training.eval_batch_size,
+            progress=progress,
+        )
+    except ValueError as e:
+        raise DataError(str(e), where=cfg.predict.input or "--prompt", key="predict") from None
+    return [{"id": i, **row} for i, row in zip(ids, rows)]

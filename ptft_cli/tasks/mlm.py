@@ -1,4 +1,5 @@
-"""Masked LM (BERT/RoBERTa) and BERT's next-sentence prediction: masking, examples, loss, scoring.
+"""Masked LM (BERT/RoBERTa): masking, packed blocks or one document per example, loss, scoring,
+fill-mask. BERT's next-sentence prediction builds on it in `tasks/nsp.py`.
 
 Masks are drawn when a batch is built, from a generator seeded by the run seed and the batch's
 contents, so every epoch masks differently (dynamic masking, as RoBERTa) yet a rerun, or a
@@ -7,22 +8,171 @@ resumed run, masks exactly the same way.
 
 from __future__ import annotations
 
-import random
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ptft_cli import corpus
-from ptft_cli.config import ObjectiveConfig
-from ptft_cli.errors import ConfigError
-from ptft_cli.tasks import lm
+from ptft_cli.config import ENCODERS, Config, ObjectiveConfig
+from ptft_cli.data import corpus
+from ptft_cli.errors import ConfigError, DataError
+from ptft_cli.models import Head
+from ptft_cli.tasks import Inputs, Loaded, lm
+from ptft_cli.tasks.lm import METRICS, PREDICTION_FORMATS, evaluation_inputs, prediction_inputs
 
 if TYPE_CHECKING:
     import torch
 
     from ptft_cli.hardware import Hardware
+    from ptft_cli.loop import TrainingData
+
+__all__ = ["METRICS", "PREDICTION_FORMATS", "evaluation_inputs", "prediction_inputs"]
+
+NAME = "mlm"
+TITLE = "masked LM"
+COMMANDS = ("pretrain",)
+EVAL_MASK_SEED = 12345  # validation batches are masked once, so every evaluation scores the same targets
+
+
+def check_config(cfg: Config) -> list[ConfigError]:
+    return lm.check_architecture(
+        cfg, ENCODERS, "{arch} is a decoder; masked LM needs an encoder", f"allowed: {', '.join(ENCODERS)}"
+    )
+
+
+def check_encoder(cfg: Config) -> None:
+    family = lm.pretrained_family(cfg)
+    if family and family[0] == "decoder":
+        raise lm.refuse_pretrained(
+            cfg,
+            f"{cfg.model.name_or_path} is a {family[1]} decoder; masked LM needs an encoder",
+            "use task: clm, or an encoder such as bert",
+        )
+
+
+def read_inputs(cfg: Config, command: str) -> Inputs:
+    check_encoder(cfg)
+    return lm.read_inputs(cfg, command)
+
+
+def head(cfg: Config, inputs: Inputs | None) -> Head:
+    return Head("AutoModelForMaskedLM", "a masked LM", cls_sep=True)
+
+
+def training_data(cfg: Config, inputs: Inputs, tokenizer: Any, hw: Hardware) -> TrainingData:
+    """Packed blocks ([CLS] + T-2 tokens of the stream + [SEP]), streamed or in memory, or one
+    document per example (data.packing: false); masked per batch."""
+    from ptft_cli.data import cache, sampler
+    from ptft_cli.loop import TrainingData
+
+    c: lm.Corpus = inputs.data
+    t, d, o = cfg.training, cfg.data, cfg.objective
+    T, seed, device = cfg.tokenizer.max_length, cfg.seed, hw.device
+    specials = Specials.of(tokenizer)
+    ws = word_starts(tokenizer) if o.whole_word_masking else None
+    sep = lm.separator_id(tokenizer, causal=False)
+    cached = False
+    if not d.packing:
+        assert c.texts is not None
+        segs, val_segs, cached = cache.token_segments(cfg, c.files, c.texts, tokenizer, sentences=False)
+        lengths = [n + 2 for n in segs.lengths()]
+        collate_train = lambda idx: collate_segments(segs, idx, specials, o, seed, device, ws)
+        val_batches = [
+            collate_segments(val_segs, idx, specials, o, EVAL_MASK_SEED, device, ws)
+            for idx in sampler.inference_batches([n + 2 for n in val_segs.lengths()][: d.max_eval_samples], t.eval_batch_size)
+        ] if val_segs is not None else []  # fmt: skip
+        batches: sampler.BatchSource = sampler.EpochBatches(
+            lambda epoch: sampler.epoch_batches(
+                lengths, t.batch_size, seed=seed, epoch=epoch, group_by_length=t.group_by_length
+            )
+        )
+        sizes = (
+            f"{len(segs):,} documents" + (" (cached)" if cached else ""),
+            f"{len(val_segs):,} documents" if val_segs is not None else "none",
+        )
+    else:
+        if d.streaming:
+            val = lm.stream_validation(cfg, c.files, tokenizer, sep)
+            batches = lm.stream_batches(cfg, c.files, tokenizer, sep, T - 2, T - 2)
+            collate_train = lambda body: collate_packed(body, specials, o, seed, device, ws)
+            train_size = lm.describe_stream(cfg, c.files)
+        else:
+            assert c.texts is not None
+            train, val, cached = cache.token_streams(cfg, c.files, c.texts, tokenizer, sep)
+            ids = train.ids
+            lm.check_enough(cfg, len(ids), T - 2)
+            batches = sampler.EpochBatches(
+                lambda epoch: sampler.block_batches(
+                    len(ids), T - 2, T - 2, t.batch_size, seed=seed, epoch=epoch
+                )
+            )
+            collate_train = lambda starts: collate_packed(
+                ids[starts[:, None] + np.arange(T - 2)[None, :]], specials, o, seed, device, ws
+            )
+            train_size = lm.describe_tokens(train, cached)
+        bodies = val_bodies(val, T, d.max_eval_samples, t.eval_batch_size) if val is not None else []
+        val_batches = [collate_packed(b, specials, o, EVAL_MASK_SEED, device, ws) for b in bodies]
+        sizes = (train_size, lm.describe_tokens(val))
+
+    return TrainingData(
+        batches=batches,
+        collate=collate_train,
+        loss_sum=lambda m, b: loss_sum(m, b, hw.autocast),
+        count=count,
+        evaluate=(lambda m: score_batches(m, val_batches, hw)) if val_batches else None,
+        lower_is_better=lm.LOWER_IS_BETTER,
+        tokens=lm.tokens_in,
+        seq_len=T,
+        summary=[("task", TITLE), ("train", sizes[0]), ("validation", sizes[1])],
+    )
+
+
+def evaluate(cfg: Config, inputs: Inputs, loaded: Loaded, progress: Callable[[int], None]) -> dict[str, Any]:
+    """Masked-token loss, perplexity and accuracy on packed blocks of the text, masked once."""
+    paths, pieces, key = inputs.data
+    tokenizer, T = loaded.tokenizer, cfg.tokenizer.max_length
+    specials = Specials.of(tokenizer)
+    ws = word_starts(tokenizer) if cfg.objective.whole_word_masking else None
+    stream = corpus.tokenize_stream(pieces, tokenizer, lm.separator_id(tokenizer, causal=False))
+    bodies = val_bodies(stream, T, cfg.data.max_eval_samples, cfg.training.eval_batch_size)
+    batches = [
+        collate_packed(b, specials, cfg.objective, EVAL_MASK_SEED, loaded.hw.device, ws) for b in bodies
+    ]
+    if not batches:
+        raise DataError(f"the text is shorter than one block of {T} tokens", where=str(paths[0]), key=key)
+    return score_batches(loaded.model, batches, loaded.hw)
+
+
+def predict(
+    cfg: Config, inputs: Inputs, loaded: Loaded, progress: Callable[[int], None]
+) -> list[dict[str, Any]]:
+    return lm.fill_mask(cfg, inputs, loaded, progress)
+
+
+def shown(row: dict[str, Any]) -> str:
+    return row["filled"]
+
+
+def val_bodies(
+    val: corpus.TokenStream, length: int, max_blocks: int | None, batch_size: int
+) -> list[np.ndarray]:
+    """Non-overlapping validation blocks (contents without CLS/SEP), batched."""
+    from ptft_cli.data.sampler import block_starts
+
+    ids = val.ids
+    starts = block_starts(len(ids), length - 2, length - 2, seed=0, epoch=0, shuffle=False)[:max_blocks]
+    bodies = (
+        ids[starts[:, None] + np.arange(length - 2)[None, :]]
+        if len(starts)
+        else np.zeros((0, length - 2), np.uint32)
+    )
+    return [bodies[i : i + batch_size] for i in range(0, len(bodies), batch_size)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Masking
 
 
 @dataclass(frozen=True)
@@ -117,13 +267,6 @@ def mask_tokens(
 # Packed blocks: [CLS] + T-2 tokens of the stream + [SEP]
 
 
-def epoch_batches_packed(
-    n_tokens: int, length: int, batch_size: int, *, seed: int, epoch: int
-) -> list[np.ndarray]:
-    starts = corpus.block_starts(n_tokens, length - 2, length - 2, seed=seed, epoch=epoch, shuffle=True)
-    return [starts[i : i + batch_size] for i in range(0, len(starts), batch_size)]
-
-
 def collate_packed(
     bodies: np.ndarray, s: Specials, o: ObjectiveConfig, seed: int, device: Any, ws: np.ndarray | None
 ) -> dict[str, torch.Tensor]:
@@ -147,13 +290,13 @@ def collate_packed(
 # One document (line) per example
 
 
-def _masked_rows(
+def masked_rows(
     rows: list[list[int]], s: Specials, o: ObjectiveConfig, gen_seed: int, ws: np.ndarray | None
 ) -> dict[str, torch.Tensor]:
     """Pad token rows, then mask them (never special tokens or padding)."""
     import torch
 
-    from ptft_cli.batching import attention_mask, pad
+    from ptft_cli.data.collate import attention_mask, pad
 
     x = pad(rows, s.pad)
     mask = attention_mask(rows)
@@ -172,82 +315,7 @@ def collate_segments(
     ws: np.ndarray | None,
 ) -> dict[str, torch.Tensor]:
     rows = [[s.cls, *segs.get(i).tolist(), s.sep] for i in idx]
-    batch = _masked_rows(rows, s, o, batch_seed(seed, idx), ws)
-    return {k: v.to(device) for k, v in batch.items()}
-
-
-# ---------------------------------------------------------------------------------------------
-# Next-sentence prediction pairs (BERT's recipe, simplified: no short-sequence sampling)
-
-
-@dataclass
-class Pair:
-    a: np.ndarray
-    b: np.ndarray
-    is_random: bool
-
-
-def nsp_pairs(sents: corpus.Segments, length: int, random_ratio: float, seed: int) -> list[Pair]:
-    """Fill examples with consecutive sentences of a document, split them into A and B; with
-    probability `random_ratio`, B is replaced by sentences from another document."""
-    rng = random.Random(seed)
-    budget = length - 3  # [CLS] A [SEP] B [SEP]
-    docs: dict[int, list[int]] = {}
-    for i, d in enumerate(sents.doc.tolist()):
-        docs.setdefault(d, []).append(i)
-    doc_ids = list(docs)
-    pairs: list[Pair] = []
-    for d in doc_ids:
-        chunk: list[int] = []
-        size = 0
-        members = docs[d]
-        for j, i in enumerate(members):
-            chunk.append(i)
-            size += len(sents.get(i))
-            if size < budget and j < len(members) - 1:
-                continue
-            if len(chunk) >= 2 or len(doc_ids) > 1:
-                cut = rng.randint(1, len(chunk) - 1) if len(chunk) >= 2 else 1
-                a = np.concatenate([sents.get(k) for k in chunk[:cut]])
-                if len(chunk) == 1 or (len(doc_ids) > 1 and rng.random() < random_ratio):
-                    other = d
-                    while other == d and len(doc_ids) > 1:
-                        other = doc_ids[rng.randrange(len(doc_ids))]
-                    start = rng.randrange(len(docs[other]))
-                    b = np.concatenate([sents.get(k) for k in docs[other][start : start + 8]])
-                    is_random = True
-                else:
-                    b = np.concatenate([sents.get(k) for k in chunk[cut:]])
-                    is_random = False
-                # trim the longer side until the pair fits (both end up near budget / 2)
-                if len(a) + len(b) > budget:
-                    keep_a = min(len(a), max(budget // 2, budget - len(b)))
-                    a, b = a[:keep_a], b[: budget - keep_a]
-                if len(a) and len(b):
-                    pairs.append(Pair(a, b, is_random))
-            chunk, size = [], 0
-    return pairs
-
-
-def collate_pairs(
-    pairs: list[Pair],
-    idx: list[int],
-    s: Specials,
-    o: ObjectiveConfig,
-    seed: int,
-    device: Any,
-    ws: np.ndarray | None,
-) -> dict[str, torch.Tensor]:
-    import torch
-
-    from ptft_cli.batching import pad
-
-    rows = [[s.cls, *pairs[i].a.tolist(), s.sep, *pairs[i].b.tolist(), s.sep] for i in idx]
-    types = [[0] * (len(pairs[i].a) + 2) + [1] * (len(pairs[i].b) + 1) for i in idx]
-    batch = _masked_rows(rows, s, o, batch_seed(seed, idx), ws)
-    batch["token_type_ids"] = pad(types, 0)
-    # HF convention: 0 = B follows A, 1 = B is random
-    batch["next_sentence_label"] = torch.tensor([int(pairs[i].is_random) for i in idx])
+    batch = masked_rows(rows, s, o, batch_seed(seed, idx), ws)
     return {k: v.to(device) for k, v in batch.items()}
 
 
@@ -255,19 +323,24 @@ def collate_pairs(
 # Loss and scoring
 
 
-def _forward(model: Any, batch: dict[str, torch.Tensor], hw: Hardware) -> Any:
+def _forward(model: Any, batch: dict[str, torch.Tensor], autocast: Callable[[], Any]) -> Any:
     inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
-    with hw.autocast():
+    with autocast():
         return model(**inputs)
 
 
-def loss_sum(model: Any, batch: dict[str, torch.Tensor], hw: Hardware) -> torch.Tensor:
+def _logits(out: Any) -> torch.Tensor:
+    # BertForPreTraining (masked LM + NSP) calls them prediction_logits
+    return out.logits if hasattr(out, "logits") else out.prediction_logits
+
+
+def loss_sum(model: Any, batch: dict[str, torch.Tensor], autocast: Callable[[], Any]) -> torch.Tensor:
     """Summed cross-entropy over masked tokens; with NSP, plus the pair loss weighted so that the
     step's loss is mean-MLM + mean-NSP, as in BERT."""
     import torch.nn.functional as F
 
-    out = _forward(model, batch, hw)
-    logits = out.logits if hasattr(out, "logits") else out.prediction_logits
+    out = _forward(model, batch, autocast)
+    logits = _logits(out)
     total = lm.summed_cross_entropy(logits, batch["labels"])
     if "next_sentence_label" in batch:
         nsp = F.cross_entropy(out.seq_relationship_logits.float(), batch["next_sentence_label"])
@@ -279,7 +352,7 @@ def count(batch: dict[str, torch.Tensor]) -> int:
     return max(1, int((batch["labels"] != -100).sum()))
 
 
-def evaluate(model: Any, batches: list[dict[str, torch.Tensor]], hw: Hardware) -> dict[str, Any]:
+def score_batches(model: Any, batches: list[dict[str, torch.Tensor]], hw: Hardware) -> dict[str, Any]:
     """Masked-token loss, perplexity and accuracy (and NSP accuracy) on fixed, pre-masked batches."""
     import torch
     import torch.nn.functional as F
@@ -289,8 +362,8 @@ def evaluate(model: Any, batches: list[dict[str, torch.Tensor]], hw: Hardware) -
     model.eval()
     with torch.inference_mode():
         for batch in batches:
-            out = _forward(model, batch, hw)
-            logits = (out.logits if hasattr(out, "logits") else out.prediction_logits).float()
+            out = _forward(model, batch, hw.eval_autocast)
+            logits = _logits(out).float()
             labels = batch["labels"]
             nats += F.cross_entropy(
                 logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="sum"

@@ -1,7 +1,7 @@
 """Reading user data files into rows, with errors that name the file and row.
 
 Pure Python (no torch), so `ptft validate` can check data in a fraction of a second. Tokenizing,
-batching and padding live in `batching.py` and the task modules.
+batching and padding live in `sampler.py`, `collate.py` and the task modules.
 """
 
 from __future__ import annotations
@@ -39,8 +39,9 @@ class Table:
     def where(self, i: int) -> str:
         return f"{self.path}:{self.lines[i]}"
 
-    def column(self, name: str, role: str) -> list[Any]:
-        """All values of a column, or a DataError listing the columns that do exist."""
+    def column(self, name: str, role: str, key: str) -> list[Any]:
+        """All values of a column, or a DataError naming the config `key` that chose it and listing
+        the columns that do exist."""
         if not self.rows:
             return []
         missing = [i for i, row in enumerate(self.rows) if name not in row]
@@ -49,7 +50,8 @@ class Table:
             raise DataError(
                 f"no column {name!r} (the {role})",
                 where=self.where(missing[0]),
-                hint=f"columns here: {', '.join(map(str, present)) or 'none'}; set the column name in data.* of the config",
+                key=key,
+                hint=f"columns here: {', '.join(map(str, present)) or 'none'}; set {key} to one of them",
             )
         return [row[name] for row in self.rows]
 
@@ -65,6 +67,18 @@ def detect_format(path: str, fmt: str = "auto") -> str:
             hint=f"use one of {', '.join(sorted(FORMATS_BY_SUFFIX))} or set data.format",
         )
     return FORMATS_BY_SUFFIX[suffix]
+
+
+def require_file(path: str, key: str, where: str) -> None:
+    """A data file named by config `key` (set at `where`) must exist: say which line pointed at it."""
+    p = Path(path)
+    if not p.exists() or p.is_dir():
+        raise DataError(
+            f"{path}: {'is a directory, not a data file' if p.is_dir() else 'file not found'}",
+            where=where,
+            key=key,
+            hint="check the path (relative paths start at the config's folder)",
+        )
 
 
 def read_table(path: str, fmt: str = "auto", *, text_column: str = "text") -> Table:

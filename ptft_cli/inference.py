@@ -14,27 +14,18 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ptft_cli.data.sampler import inference_batches
+from ptft_cli.models import max_positions
+
 if TYPE_CHECKING:
     import torch
-
-# RoBERTa-style models number positions from pad_token_id + 1, so fewer fit than the table holds.
-_OFFSET_POSITIONS = {"roberta", "xlm-roberta", "camembert", "longformer"}
-
-
-def max_positions(config: Any) -> int | None:
-    """The longest sequence the model's position table allows (None: no absolute limit known)."""
-    limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
-    if limit is not None and getattr(config, "model_type", None) in _OFFSET_POSITIONS:
-        limit -= (getattr(config, "pad_token_id", None) or 0) + 1
-    return limit
 
 
 def _length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     """Indices grouped `batch_size` at a time, longest first, so an out-of-memory shows up at once."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])  # stable: ties keep input order
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    return inference_batches(lengths, batch_size)
 
 
 def _pad(rows: list[list[int]], pad_id: int, *, left: bool, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -209,7 +200,9 @@ def fill_mask(
         with torch.inference_mode():
             for batch in _length_batches([len(r) for r in rows], batch_size):
                 ids, mask = _pad([rows[i] for i in batch], pad_id, left=False, device=device)
-                logits = model(input_ids=ids, attention_mask=mask).logits  # (B, T, V)
+                out = model(input_ids=ids, attention_mask=mask)
+                # BertForPreTraining (masked LM + NSP) names them prediction_logits
+                logits = out.logits if hasattr(out, "logits") else out.prediction_logits  # (B, T, V)
                 for b, i in enumerate(batch):
                     positions = [p for p, t in enumerate(rows[i]) if t == mask_id]
                     probs = logits[b, positions].float().softmax(-1)  # (masks, V)

@@ -1,0 +1,40 @@
+"""The config: its schema (`schema.py`: every key, type, default and doc) and how a YAML file becomes
+a checked `Config` (`load.py`). Only this package knows YAML; only the schema holds defaults."""
+
+from ptft_cli.config.load import dump, load, resume_changes
+from ptft_cli.config.schema import (
+    DECODERS,
+    ENCODERS,
+    HUB_ID,
+    Config,
+    DataConfig,
+    EvaluateConfig,
+    ModelConfig,
+    ObjectiveConfig,
+    PredictConfig,
+    TokenizerConfig,
+    TrainingConfig,
+    reference,
+    resume_safe_keys,
+    type_name,
+)
+
+__all__ = [
+    "DECODERS",
+    "ENCODERS",
+    "HUB_ID",
+    "Config",
+    "DataConfig",
+    "EvaluateConfig",
+    "ModelConfig",
+    "ObjectiveConfig",
+    "PredictConfig",
+    "TokenizerConfig",
+    "TrainingConfig",
+    "dump",
+    "load",
+    "reference",
+    "resume_changes",
+    "resume_safe_keys",
+    "type_name",
+]

@@ -1,0 +1,422 @@
+"""Reading a config: YAML (safe_load semantics) with the line of every key, `--set` overrides and
+typed command-line values, conversion and checks against the schema.
+
+`load(path, overrides, values)` returns a typed `Config` or raises one `ConfigError` that lists every
+problem, each naming the file and line. Only this package knows YAML.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from ptft_cli.config.schema import HUB_ID, Config, type_name
+from ptft_cli.errors import ConfigError
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+
+def load(
+    path: str | os.PathLike,
+    overrides: list[str] | tuple[str, ...] = (),
+    values: dict[str, tuple[str, Any]] | None = None,
+) -> Config:
+    """Read, override, type-check and validate a config file. Raises ConfigError listing every problem.
+
+    `overrides` are `--set key=value` strings (the value parsed as YAML); `values` maps a key to
+    (the option that set it, a typed value) for options such as `--input PATH`, which are taken as
+    they are, never parsed as YAML (`a #1.txt` stays a file name).
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        hint = (
+            "check the path; configs/ holds examples"
+            if not path.exists()
+            else "pass a YAML file, not a directory"
+        )
+        raise ConfigError(
+            "config file not found" if not path.exists() else "is not a file", where=str(path), hint=hint
+        )
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"not UTF-8 text (byte {e.start})", where=str(path), hint="save the config as UTF-8"
+        ) from None
+    raw, lines = _parse_yaml(text, path)
+    problems: list[ConfigError] = []
+    for item in overrides:
+        _apply_override(raw, item, problems)
+    for key, (option, value) in (values or {}).items():
+        _set(raw, key, value, option, problems)
+    cfg = Config(source=path.resolve(), lines=lines, overridden=raw.pop("__overridden__", {}))
+    _fill(cfg, raw, "", path.resolve().parent, cfg, problems)
+    _resolve_default_paths(cfg, path.resolve().parent)
+    if not problems:
+        _check_semantics(cfg, problems)
+    if problems:
+        raise ConfigError.many(problems)
+    return cfg
+
+
+def _parse_yaml(text: str, path: Path) -> tuple[dict, dict[str, int]]:
+    """safe_load the text and record the line of every key (`section.key` -> line)."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(
+            f"invalid YAML: {problem}", where=where, hint="check indentation and quoting"
+        ) from None
+    finally:
+        loader.dispose()
+    if data is None:
+        raise ConfigError("config file is empty", where=str(path), hint="start from a file in configs/")
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"the top level must be a mapping of keys, got {type(data).__name__}",
+            where=f"{path}:1",
+            hint="e.g. `task: classification`",
+        )
+    lines: dict[str, int] = {}
+    _record_lines(node, "", lines, path)
+    return data, lines
+
+
+def _record_lines(node: yaml.Node, prefix: str, lines: dict[str, int], path: Path) -> None:
+    if not isinstance(node, yaml.MappingNode):
+        return
+    seen: set[str] = set()
+    for key_node, value_node in node.value:
+        key = f"{prefix}{key_node.value}"
+        if key in seen:
+            raise ConfigError(
+                "key appears twice",
+                where=f"{path}:{key_node.start_mark.line + 1}",
+                key=key,
+                hint="keep one of them",
+            )
+        seen.add(key)
+        lines[key] = key_node.start_mark.line + 1
+        _record_lines(value_node, key + ".", lines, path)
+
+
+def _apply_override(raw: dict, item: str, problems: list[ConfigError]) -> None:
+    """Apply `a.b.c=value` to the raw dict; the value is parsed as a YAML scalar/list."""
+    if "=" not in item:
+        problems.append(
+            ConfigError(
+                f"expected key=value, got {item!r}",
+                where="--set",
+                hint="e.g. --set training.learning_rate=3e-5",
+            )
+        )
+        return
+    key, _, text = item.partition("=")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        value = text
+    _set(raw, key.strip(), value, "--set", problems)
+
+
+def _set(raw: dict, key: str, value: Any, option: str, problems: list[ConfigError]) -> None:
+    """Put `value` at the dotted `key` of the raw config, remembering which option set it."""
+    parts = key.split(".")
+    node = raw
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            problems.append(ConfigError(f"{part!r} is not a section", where=option, key=key))
+            return
+        node = child
+    node[parts[-1]] = value
+    raw.setdefault("__overridden__", {})[key] = option
+
+
+def _fill(target: Any, raw: dict, prefix: str, base: Path, cfg: Config, problems: list[ConfigError]) -> None:
+    """Copy raw values into the dataclass `target`, converting and checking each against its field."""
+    fields = {f.name: f for f in dataclasses.fields(target) if not f.metadata.get("internal")}
+    hints = typing.get_type_hints(type(target))
+    for name, value in raw.items():
+        key = f"{prefix}{name}"
+        where = cfg.where(key)
+        if name not in fields:
+            problems.append(
+                ConfigError(
+                    "unknown key", where=where, key=key, hint=_suggest(str(name), list(fields), prefix)
+                )
+            )
+            continue
+        f, hint_type = fields[name], hints[name]
+        if dataclasses.is_dataclass(hint_type):
+            if value is None:
+                continue
+            if not isinstance(value, dict):
+                problems.append(
+                    ConfigError(f"must be a section of keys, got {_show(value)}", where=where, key=key)
+                )
+                continue
+            _fill(getattr(target, name), value, key + ".", base, cfg, problems)
+            continue
+        # Command-line values resolve against the working directory, file values against the config's folder.
+        relative_to = Path.cwd() if key in cfg.overridden else base
+        try:
+            converted = _convert(value, hint_type)
+            _check_bounds(converted, f.metadata)
+            converted = _resolve_paths(converted, f.metadata, relative_to)
+        except ValueError as e:
+            problems.append(ConfigError(str(e), where=where, key=key, hint=_allowed(f, hint_type)))
+            continue
+        setattr(target, name, converted)
+
+
+def _resolve_default_paths(section: Any, base: Path) -> None:
+    """Schema defaults that are paths (e.g. `~/.cache/ptft`) get the same treatment as written ones."""
+    for f in dataclasses.fields(section):
+        if f.metadata.get("internal"):
+            continue
+        value = getattr(section, f.name)
+        if dataclasses.is_dataclass(value):
+            _resolve_default_paths(value, base)
+        elif f.metadata.get("path") and isinstance(value, str) and value == f.default:
+            setattr(section, f.name, _resolve_paths(value, f.metadata, base))
+
+
+def _suggest(name: str, valid: list[str], prefix: str) -> str:
+    close = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
+    if close:
+        return f"did you mean `{prefix}{close[0]}`?"
+    return f"valid keys here: {', '.join(valid)}"
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _allowed(f: dataclasses.Field, tp: Any) -> str:
+    bounds = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+    limits = [f"{sym} {f.metadata[k]}" for k, sym in bounds.items() if k in f.metadata]
+    text = f"allowed: {type_name(tp)}"
+    return text + (f" ({', '.join(limits)})" if limits else "")
+
+
+def _convert(value: Any, tp: Any) -> Any:
+    """Convert a YAML value to the annotated type or raise ValueError saying what was wrong."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise ValueError("must not be null")
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg)
+            except ValueError as e:
+                errors.append(str(e))
+        raise ValueError(errors[0] if len(errors) == 1 else f"expected {type_name(tp)}, got {_show(value)}")
+    if value is None:
+        raise ValueError("must not be null")
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value in choices:
+            return value
+        close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+        extra = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"{_show(value)} is not one of {', '.join(map(str, choices))}{extra}")
+    if origin is dict:
+        key_type, value_type = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ValueError(f"expected a mapping, got {_show(value)}")
+        return {_convert(k, key_type): _convert(v, value_type) for k, v in value.items()}
+    if origin is list:
+        (item_type,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ValueError(f"expected a list of {type_name(item_type)}, got {_show(value)}")
+        return [_convert(v, item_type) for v in value]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ValueError(f"expected true or false, got {_show(value)}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ValueError(f"expected an integer, got {_show(value)}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # PyYAML reads `1e-4` (no dot) as a string; accept it as a number.
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ValueError(f"expected a number, got {_show(value)}")
+    if tp is str:
+        if isinstance(value, str):
+            if not value.strip():
+                raise ValueError("must not be empty")
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ValueError(f"expected a string, got {_show(value)}")
+    raise TypeError(f"schema type {tp} not handled")  # a bug in the schema, not user input
+
+
+def _check_bounds(value: Any, meta: dict) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return
+    for key, ok, word in (
+        ("ge", lambda v, b: v >= b, ">="),
+        ("gt", lambda v, b: v > b, ">"),
+        ("le", lambda v, b: v <= b, "<="),
+        ("lt", lambda v, b: v < b, "<"),
+    ):
+        if key in meta and not ok(value, meta[key]):
+            raise ValueError(f"{value} is out of range: must be {word} {meta[key]}")
+
+
+def _resolve_paths(value: Any, meta: dict, base: Path) -> Any:
+    """Make relative paths absolute against `base`; leave Hub ids alone."""
+    if value is None:
+        return None
+    if meta.get("path"):
+        if value == meta.get("keyword"):  # e.g. `resume: auto`
+            return value
+        if isinstance(value, list):
+            return [_resolve_paths(v, meta, base) for v in value]
+        return str((base / Path(value).expanduser()).resolve()) if "://" not in value else value
+    if meta.get("model_ref"):
+        local = (base / Path(value).expanduser()).resolve()
+        looks_local = value.startswith((".", "/", "~")) or not HUB_ID.match(value)
+        return str(local) if local.exists() or looks_local else value
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# Cross-field checks (impossible combinations) that hold for every task. A task's own rules live in
+# its module (`tasks/<task>.py: check_config`); file existence is checked by the task's preflight,
+# which knows which files the command needs.
+
+
+def _check_semantics(cfg: Config, problems: list[ConfigError]) -> None:
+    t = cfg.training
+
+    def bad(key: str, message: str, hint: str | None = None) -> None:
+        problems.append(ConfigError(message, where=cfg.where(key), key=key, hint=hint))
+
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.device):
+        bad("device", f"{cfg.device!r} is not a device", "allowed: auto, cpu, cuda, cuda:N, mps")
+    if cfg.output_dir is None:
+        bad("output_dir", "is required", "e.g. `output_dir: runs/my-run` (relative to the config's folder)")
+    if t.warmup_steps is not None and t.warmup_ratio > 0:
+        bad("training.warmup_steps", "set either warmup_steps or warmup_ratio, not both")
+    if len(t.adam_betas) != 2 or not all(0 <= b < 1 for b in t.adam_betas):
+        bad("training.adam_betas", f"{t.adam_betas} must be two numbers in [0, 1)", "e.g. [0.9, 0.999]")
+    if isinstance(t.eval_every, int) and t.eval_every < 1:
+        bad("training.eval_every", f"{t.eval_every} must be >= 1 or `epoch`")
+    if isinstance(t.save_every, int) and t.save_every < 1:
+        bad("training.save_every", f"{t.save_every} must be >= 1 or `eval`")
+    if t.min_learning_rate > t.learning_rate:
+        bad("training.min_learning_rate", f"{t.min_learning_rate} is above learning_rate {t.learning_rate}")
+    if t.early_stopping_patience is not None and t.best_metric is None:
+        bad("training.early_stopping_patience", "needs training.best_metric to know what 'better' means")
+    d = cfg.data
+    m, tok, o = cfg.model, cfg.tokenizer, cfg.objective
+    if m.architecture and m.name_or_path:
+        bad(
+            "model.architecture",
+            "set either model.architecture (a new model) or model.name_or_path (a pretrained one), not both",
+        )
+    if m.hidden_size % m.num_heads:
+        bad("model.num_heads", f"{m.num_heads} does not divide hidden_size {m.hidden_size}")
+    if m.num_kv_heads is not None and m.num_heads % m.num_kv_heads:
+        bad("model.num_kv_heads", f"{m.num_kv_heads} does not divide num_heads {m.num_heads}")
+    if m.max_position_embeddings is not None and m.max_position_embeddings < tok.max_length:
+        bad(
+            "model.max_position_embeddings",
+            f"{m.max_position_embeddings} is shorter than tokenizer.max_length {tok.max_length}",
+        )
+    if tok.type and tok.name_or_path:
+        bad(
+            "tokenizer.type",
+            "set either tokenizer.type (train a new one) or tokenizer.name_or_path, not both",
+        )
+    roles = ("pad", "unk", "bos", "eos", "cls", "sep", "mask")
+    for role in tok.special_tokens or {}:
+        if role not in roles:
+            bad("tokenizer.special_tokens", f"unknown role {role!r}", f"allowed roles: {', '.join(roles)}")
+    if o.mask_replace_ratio + o.random_replace_ratio > 1:
+        bad(
+            "objective.random_replace_ratio",
+            f"mask_replace_ratio + random_replace_ratio = {o.mask_replace_ratio + o.random_replace_ratio:g} exceeds 1",
+        )
+    if d.streaming and t.max_steps is None:
+        bad("data.streaming", "a stream has no known length, so training needs training.max_steps")
+    if d.streaming and not d.validation and not d.dataset and d.validation_fraction > 0:
+        bad(
+            "data.streaming",
+            "a stream cannot hold out a fraction",
+            "set data.validation to a file, or data.validation_fraction: 0",
+        )
+    if d.dataset and d.train:
+        bad("data.dataset", "set either data.dataset (Hub) or data.train (local file), not both")
+    if cfg.model.freeze_backbone and cfg.model.train_top_k_layers is not None:
+        bad("model.train_top_k_layers", "conflicts with model.freeze_backbone: choose one")
+    if d.labels is not None and len(set(d.labels)) != len(d.labels):
+        bad("data.labels", "label names must be distinct")
+    if d.labels is not None and len(d.labels) < 2:
+        bad("data.labels", "a classifier needs at least 2 labels")
+
+
+def dump(cfg: Config) -> str:
+    """YAML text of the resolved config."""
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True)
+
+
+def resume_changes(saved_yaml: str, cfg: Config) -> list[tuple[str, Any, Any]]:
+    """(key, saved value, new value) for every key that differs from a checkpoint's resolved config
+    and may not change on resume (see `schema.resume_safe_keys`)."""
+    from ptft_cli.config.schema import resume_safe_keys
+
+    saved = _flatten(
+        yaml.safe_load(saved_yaml.split("\n", 1)[1] if saved_yaml.startswith("#") else saved_yaml) or {}
+    )
+    now = _flatten(cfg.to_dict())
+    safe = set(resume_safe_keys())
+    return [
+        (k, saved.get(k), now.get(k))
+        for k in sorted(saved.keys() | now.keys())
+        if k not in safe and saved.get(k) != now.get(k)
+    ]
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and key not in ("special_tokens",):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out

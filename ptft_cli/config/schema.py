@@ -1,0 +1,454 @@
+"""The config schema: every key, its type, default and meaning, in one place.
+
+Each section is a dataclass whose field docs become the README's config reference and whose
+metadata carries the checks (`ge`/`gt`/`le`/`lt` bounds, `path`, `model_ref`). Only this module holds
+defaults; `load.py` reads YAML into these classes. A rule that belongs to one task lives with that
+task (`tasks/<task>.py`), not here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+# Architectures ptft builds from scratch (tested); any transformers model loads by name_or_path.
+ENCODERS = ("bert", "roberta", "distilbert", "electra", "modernbert")
+DECODERS = ("gpt2", "llama", "mistral")
+# A Hugging Face Hub id: `name` or `org/name`, letters, digits, `-`, `_`, `.`.
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def opt(default: Any, doc: str, **checks: Any) -> Any:
+    """A schema field: its default, the one-line doc shown in the README, and value checks.
+
+    checks: ge / gt / le / lt (numeric bounds), path=True (resolve against the config's folder; a value
+    equal to `keyword` stays as it is), resume_safe=True (may differ when a run resumes; other keys
+    must match the checkpoint's config),
+    model_ref=True (a local directory or a Hub id).
+    """
+    factory = (lambda: list(default)) if isinstance(default, list) else None
+    meta = {"doc": doc, **checks}
+    if factory:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str | None = opt(
+        None,
+        "Pretrained model: a local directory (e.g. a ptft run's `model/`) or a Hugging Face Hub id.",
+        model_ref=True,
+    )
+    architecture: (
+        Literal["bert", "roberta", "distilbert", "electra", "modernbert", "gpt2", "llama", "mistral"] | None
+    ) = opt(
+        None,
+        "Build a new, randomly initialised model of this family (pretrain only; sized by the keys below). "
+        "Null loads `name_or_path`.",
+    )
+    hidden_size: int = opt(256, "Width of a new model.", ge=8)
+    num_layers: int = opt(4, "Transformer blocks of a new model.", ge=1)
+    num_heads: int = opt(4, "Attention heads of a new model (must divide hidden_size).", ge=1)
+    num_kv_heads: int | None = opt(
+        None, "Key/value heads of a new llama/mistral (grouped-query attention); null: num_heads.", ge=1
+    )
+    intermediate_size: int | None = opt(
+        None, "Feed-forward width of a new model; null: 4 x hidden_size.", ge=1
+    )
+    max_position_embeddings: int | None = opt(
+        None, "Positions of a new model; null: tokenizer.max_length.", ge=2
+    )
+    revision: str | None = opt(None, "Hub branch, tag or commit to load (ignored for local directories).")
+    trust_remote_code: bool = opt(
+        False, "Allow model code shipped with a Hub repo to run. Off unless you trust the repo."
+    )
+    attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2"] = opt(
+        "auto",
+        "Attention kernel. `auto`: `eager` on CPU for sequences up to 256 tokens (PyTorch's CPU SDPA backward "
+        "is slower there), `sdpa` otherwise.",
+        resume_safe=True,
+    )
+    dropout: float | None = opt(
+        None,
+        "Override every dropout of the model (hidden, attention, embedding; null keeps the model's).",
+        ge=0.0,
+        lt=1.0,
+    )
+    freeze_backbone: bool = opt(False, "Train only the task head; the pretrained encoder stays frozen.")
+    train_top_k_layers: int | None = opt(
+        None, "Train only the top k transformer layers plus the head (null trains everything).", ge=0
+    )
+
+
+@dataclass
+class TokenizerConfig:
+    name_or_path: str | None = opt(
+        None, "Tokenizer directory or Hub id; null uses the model's.", model_ref=True
+    )
+    max_length: int = opt(
+        128,
+        "Longest input in tokens (longer texts are truncated); in pretraining, the length of each packed block.",
+        ge=2,
+    )
+    type: Literal["bpe", "wordpiece", "char"] | None = opt(
+        None,
+        "Train a new tokenizer on the training corpus (pretrain): byte-level BPE (GPT-2 style), WordPiece "
+        "(BERT style) or one token per character. Null uses `name_or_path` or the model's.",
+    )
+    vocab_size: int = opt(
+        8000, "Vocabulary size of a trained tokenizer, special tokens included (a cap for `char`).", ge=2
+    )
+    min_frequency: int = opt(2, "Least count for a merge or word piece to enter a trained vocabulary.", ge=1)
+    lowercase: bool = opt(
+        False, "Lowercase text before a trained tokenizer sees it (WordPiece, like bert-base-uncased)."
+    )
+    special_tokens: dict[str, str] | None = opt(
+        None,
+        "Special tokens of a trained tokenizer by role (pad, unk, bos, eos, cls, sep, mask); null: the "
+        "architecture's usual ones ([CLS]/[SEP]/[MASK]... for BERT, <|endoftext|> for GPT-2).",
+    )
+
+
+@dataclass
+class DataConfig:
+    train: str | list[str] | None = opt(
+        None,
+        "Training file(s): .csv, .tsv, .jsonl, .json, .parquet, or (language modelling) .txt; pretraining "
+        "takes a list and globs (`corpus/*.txt`).",
+        path=True,
+    )
+    validation: str | list[str] | None = opt(
+        None, "Validation file(s); null holds out `validation_fraction` of `train`.", path=True
+    )
+    validation_fraction: float = opt(
+        0.1,
+        "Share held out for validation when `validation` is null (0: none): random rows for classification, the "
+        "last characters of the corpus for language modelling (as nanoGPT).",
+        ge=0.0,
+        lt=1.0,
+    )
+    dataset: str | None = opt(
+        None,
+        "A Hugging Face dataset instead of files: a Hub id, or a local folder `datasets.load_dataset` reads.",
+        model_ref=True,
+    )
+    dataset_config: str | None = opt(None, "Hub dataset configuration name (e.g. `sst2` of `glue`).")
+    train_split: str = opt("train", "Hub dataset split used for training.")
+    validation_split: str | None = opt(
+        "validation", "Hub dataset split used for validation (null: hold out a fraction)."
+    )
+    format: Literal["auto", "csv", "tsv", "jsonl", "json", "parquet", "txt"] = opt(
+        "auto", "File format; `auto` goes by the file extension."
+    )
+    text_column: str = opt("text", "Column (or JSON field) holding the text.")
+    text_pair_column: str | None = opt(
+        None, "Second text column for sentence-pair tasks (entailment, paraphrase)."
+    )
+    label_column: str = opt("label", "Column holding the label: an integer id or a label name.")
+    labels: list[str] | None = opt(
+        None,
+        "Label names in id order. Null: the sorted distinct labels of `train`. Integer labels index this list.",
+    )
+    max_train_samples: int | None = opt(
+        None, "Keep this many training rows after a seeded shuffle (null keeps all).", ge=1
+    )
+    max_eval_samples: int | None = opt(
+        None,
+        "Keep this many validation rows or blocks (the first ones; null keeps all).",
+        ge=1,
+        resume_safe=True,
+    )
+    document_boundary: Literal["file", "paragraph", "line"] = opt(
+        "file",
+        "Language modelling on .txt: what one document is (EOS/SEP goes between documents): the whole file "
+        "(newlines kept), blank-line-separated paragraphs, or single lines.",
+    )
+    packing: bool = opt(
+        True,
+        "Language modelling: concatenate documents into full blocks of `tokenizer.max_length` tokens. False "
+        "(masked LM only): one document (e.g. line) per example, padded.",
+    )
+    streaming: bool = opt(
+        False,
+        "Tokenize the corpus on the fly with bounded memory (corpora larger than RAM); needs training.max_steps "
+        "and a `validation` file (or validation_fraction 0).",
+    )
+    shuffle_buffer: int = opt(
+        10000, "Streaming: blocks held in memory and shuffled before they are batched.", ge=1
+    )
+    cache_dir: str | None = opt(
+        "~/.cache/ptft",
+        "Where tokenized corpora are cached, keyed on the files, the tokenizer and the options (null: no cache).",
+        path=True,
+        resume_safe=True,
+    )
+
+
+@dataclass
+class ObjectiveConfig:
+    mlm_probability: float = opt(0.15, "Masked LM: share of tokens chosen for prediction.", gt=0.0, lt=1.0)
+    mask_replace_ratio: float = opt(
+        0.8, "Masked LM: of the chosen tokens, the share replaced by the mask token.", ge=0.0, le=1.0
+    )
+    random_replace_ratio: float = opt(
+        0.1,
+        "Masked LM: of the chosen tokens, the share replaced by a random token (the rest stay as they are).",
+        ge=0.0,
+        le=1.0,
+    )
+    whole_word_masking: bool = opt(
+        False, "Masked LM: choose whole words, masking all their sub-word tokens together."
+    )
+    nsp_random_ratio: float = opt(
+        0.5,
+        "mlm+nsp: share of sentence pairs whose second segment comes from a random other document.",
+        ge=0.0,
+        le=1.0,
+    )
+
+
+@dataclass
+class TrainingConfig:
+    epochs: float = opt(3.0, "Passes over the training data (fractions allowed).", gt=0, resume_safe=True)
+    max_steps: int | None = opt(
+        None, "Stop after this many optimizer steps; overrides `epochs` when set.", ge=1, resume_safe=True
+    )
+    batch_size: int = opt(32, "Examples per optimizer step per device, before gradient accumulation.", ge=1)
+    eval_batch_size: int = opt(
+        64, "Examples per forward pass in evaluation and prediction.", ge=1, resume_safe=True
+    )
+    gradient_accumulation_steps: int = opt(1, "Micro-batches summed into one optimizer step.", ge=1)
+    learning_rate: float = opt(5e-5, "Peak learning rate of AdamW.", gt=0)
+    min_learning_rate: float = opt(0.0, "Floor the schedule decays to (cosine and linear).", ge=0)
+    lr_scheduler: Literal["linear", "cosine", "constant"] = opt("linear", "Decay after warmup.")
+    warmup_ratio: float = opt(
+        0.0, "Share of all steps spent warming the learning rate up from 0.", ge=0.0, lt=1.0
+    )
+    warmup_steps: int | None = opt(
+        None, "Warmup length in steps; set this or `warmup_ratio`, not both.", ge=0
+    )
+    weight_decay: float = opt(
+        0.01, "AdamW decoupled weight decay; biases and norm weights are never decayed.", ge=0
+    )
+    adam_betas: list[float] = opt([0.9, 0.999], "AdamW (beta1, beta2).")
+    adam_epsilon: float = opt(1e-8, "AdamW epsilon.", gt=0)
+    max_grad_norm: float | None = opt(1.0, "Clip the global gradient norm to this (null: no clipping).", gt=0)
+    label_smoothing: float = opt(0.0, "Cross-entropy label smoothing (classification).", ge=0.0, lt=1.0)
+    group_by_length: bool = opt(
+        True,
+        "Batch examples of similar length together (less padding, much faster); batch order stays random.",
+    )
+    eval_every: int | Literal["epoch"] = opt(
+        "epoch", "Evaluate every N optimizer steps, or at each epoch's end.", resume_safe=True
+    )
+    log_every: int = opt(
+        10, "Write training loss, learning rate and throughput every N steps.", ge=1, resume_safe=True
+    )
+    best_metric: str | None = opt(
+        None,
+        "Keep the model with the best value of this validation metric in `model/` (classification: accuracy, "
+        "macro_f1, loss). Null keeps the final model.",
+    )
+    early_stopping_patience: int | None = opt(
+        None,
+        "Stop after this many evaluations without a new best `best_metric` (null: never).",
+        ge=1,
+        resume_safe=True,
+    )
+    save_every: int | Literal["eval"] = opt(
+        "eval",
+        "Save a resumable checkpoint every N optimizer steps, or at each evaluation (`eval`); always at the end "
+        "and when interrupted.",
+        resume_safe=True,
+    )
+    keep_checkpoints: int = opt(
+        1,
+        "Checkpoints kept in `checkpoints/`: the newest N, plus the one with the best `best_metric`.",
+        ge=1,
+        resume_safe=True,
+    )
+
+
+@dataclass
+class EvaluateConfig:
+    model: str | None = opt(None, "Model to evaluate; null uses `<output_dir>/model`.", model_ref=True)
+    data: str | None = opt(None, "Labelled file to evaluate on; null uses `data.validation`.", path=True)
+    output_dir: str | None = opt(
+        None, "Where metrics.json and plots go; null uses `<output_dir>/eval`.", path=True
+    )
+
+
+@dataclass
+class PredictConfig:
+    model: str | None = opt(None, "Model to predict with; null uses `<output_dir>/model`.", model_ref=True)
+    input: str | None = opt(
+        None, "Texts to label: .txt (one per line), .jsonl or .csv (column `data.text_column`).", path=True
+    )
+    output: str | None = opt(
+        None, "Predictions file, .jsonl or .csv; null writes `<output_dir>/predictions.jsonl`.", path=True
+    )
+    prompt: str | None = opt(
+        None, "Language models: one prompt (or masked text) instead of an input file (also `--prompt`)."
+    )
+    max_new_tokens: int = opt(64, "Generation: tokens to add to each prompt.", ge=1)
+    do_sample: bool = opt(
+        False, "Generation: sample (with temperature, top_k, top_p) instead of greedy decoding."
+    )
+    temperature: float = opt(1.0, "Generation: softmax temperature when sampling.", gt=0)
+    top_k: int | None = opt(
+        50,
+        "Generation: sample from the k most likely tokens (null: all). Fill-mask: predictions per mask.",
+        ge=1,
+    )
+    top_p: float | None = opt(
+        None,
+        "Generation: nucleus sampling, the smallest set of tokens with this much probability.",
+        gt=0,
+        le=1,
+    )
+
+
+@dataclass
+class Config:
+    task: str = opt(
+        "classification",
+        "What to train: classification (finetune), mlm / mlm+nsp (pretrain), clm (pretrain or finetune).",
+    )
+    output_dir: str | None = opt(
+        None,
+        "Run directory. Required. A run never writes into another run's directory.",
+        path=True,
+        resume_safe=True,
+    )
+    seed: int = opt(0, "Seed for shuffling, initialisation and dropout.", ge=0)
+    resume: str | None = opt(
+        None,
+        "Continue a run: `auto` (from the newest complete checkpoint in output_dir, or start if there is none), "
+        "or the path of a checkpoint folder. Also `--resume`.",
+        path=True,
+        keyword="auto",
+        resume_safe=True,
+    )
+    device: str = opt(
+        "auto",
+        "auto | cpu | cuda | cuda:N | mps. `auto` takes CUDA, then MPS, then the CPU.",
+        resume_safe=True,
+    )
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = opt(
+        "auto",
+        "Training: `auto` is bf16 autocast on CUDA with bf16 and on CPUs with native bf16 (AVX512-BF16/AMX), "
+        "fp16 on older CUDA, else fp32. `evaluate`/`predict` on CPU use fp32 under auto.",
+        resume_safe=True,
+    )
+    model: ModelConfig = field(default_factory=ModelConfig, metadata={"doc": "The network."})
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig, metadata={"doc": "Tokenization."})
+    data: DataConfig = field(default_factory=DataConfig, metadata={"doc": "Where the examples come from."})
+    objective: ObjectiveConfig = field(
+        default_factory=ObjectiveConfig, metadata={"doc": "Pretraining objectives."}
+    )
+    training: TrainingConfig = field(default_factory=TrainingConfig, metadata={"doc": "Optimisation."})
+    evaluate: EvaluateConfig = field(
+        default_factory=EvaluateConfig, metadata={"doc": "`ptft evaluate`.", "resume_safe": True}
+    )
+    predict: PredictConfig = field(
+        default_factory=PredictConfig, metadata={"doc": "`ptft predict`.", "resume_safe": True}
+    )
+
+    # Not schema keys: where the config came from, for error messages and the resolved copy.
+    source: Path | None = field(default=None, repr=False, compare=False, metadata={"internal": True})
+    lines: dict[str, int] = field(
+        default_factory=dict, repr=False, compare=False, metadata={"internal": True}
+    )
+    # key -> the command-line option that set it (`--set`, `--input`, ...)
+    overridden: dict[str, str] = field(
+        default_factory=dict, repr=False, compare=False, metadata={"internal": True}
+    )
+
+    def where(self, key: str) -> str:
+        """`file:line` of a key, the option that set it on the command line, or just the file."""
+        for set_key, option in self.overridden.items():
+            if key == set_key or key.startswith(set_key + "."):
+                return option
+        if self.source is None:
+            return "<config>"
+        line = self.lines.get(key)
+        return f"{self.source}:{line}" if line else str(self.source)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved config as plain data (what `<output_dir>/config.yaml` holds)."""
+        return {
+            f.name: _plain(getattr(self, f.name))
+            for f in dataclasses.fields(self)
+            if not f.metadata.get("internal")
+        }
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# Reference (README generation and its test)
+
+
+def type_name(tp: Any) -> str:
+    """How a schema type reads in messages and the README: `integer or null`, `auto | fp32`."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(str(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"list of {type_name(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return f"mapping of {type_name(typing.get_args(tp)[0])} to {type_name(typing.get_args(tp)[1])}"
+    if tp is type(None):
+        return "null"
+    return {int: "integer", float: "number", str: "string", bool: "true/false"}.get(tp, str(tp))
+
+
+def resume_safe_keys() -> list[str]:
+    """Keys that may differ between a checkpoint's config and the config that resumes it."""
+    keys: list[str] = []
+
+    def walk(cls: type, prefix: str, inherited: bool) -> None:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if f.metadata.get("internal"):
+                continue
+            safe = inherited or bool(f.metadata.get("resume_safe"))
+            if dataclasses.is_dataclass(hints[f.name]):
+                walk(hints[f.name], f"{prefix}{f.name}.", safe)
+            elif safe:
+                keys.append(prefix + f.name)
+
+    walk(Config, "", False)
+    return keys
+
+
+def reference() -> list[tuple[str, str, Any, str]]:
+    """Every key as (dotted key, type, default, doc), in schema order."""
+    rows: list[tuple[str, str, Any, str]] = []
+
+    def walk(cls: type, prefix: str) -> None:
+        hints = typing.get_type_hints(cls)
+        defaults = cls()
+        for f in dataclasses.fields(cls):
+            if f.metadata.get("internal"):
+                continue
+            tp = hints[f.name]
+            if dataclasses.is_dataclass(tp):
+                walk(tp, f"{prefix}{f.name}.")
+            else:
+                rows.append((prefix + f.name, type_name(tp), getattr(defaults, f.name), f.metadata["doc"]))
+
+    walk(Config, "")
+    return rows
