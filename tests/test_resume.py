@@ -214,3 +214,185 @@ def test_sigkill_of_a_real_process_resumes_exactly(cli, corpus, tmp_path: Path) 
     assert result.exit_code == 0, result.output
     assert not results_before, "the run finished before it was killed: kill it earlier"
     assert_same_run(tmp_path / "whole", tmp_path / "run")
+
+
+# ---------------------------------------------------------------------------------------------
+# Signals, faults, and what a resume accepts
+
+
+def signal_at(monkeypatch: pytest.MonkeyPatch, step: int, *signals: int) -> None:
+    """Send `signals` to this process from inside the optimizer step `step` (as Ctrl-C would)."""
+    original = torch.optim.AdamW.step
+    calls = {"n": 0}
+
+    def wrapper(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == step:
+            for sig in signals:
+                os.kill(os.getpid(), sig)
+                time.sleep(0.01)  # let the handler run before the next one arrives
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", wrapper)
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_finishes_the_step_saves_and_prints_the_resume_command(
+    cli, write_config, monkeypatch, tmp_path: Path, sig, code
+) -> None:
+    config = write_config()
+    common = ["--set", "model.dropout=0.1", "--set", "training.epochs=3"]
+    assert (
+        cli("finetune", "--config", config, *common, "--set", f"output_dir={tmp_path / 'whole'}").exit_code
+        == 0
+    )
+    with monkeypatch.context() as m:
+        signal_at(m, 10, sig)
+        result = cli("finetune", "--config", config, *common)
+    assert result.exit_code == code, result.output
+    assert (tmp_path / "run" / "checkpoints" / "step-00000010" / "checkpoint.json").is_file()
+    expected = (
+        f"ptft finetune --config {config} --set model.dropout=0.1 --set training.epochs=3 --resume auto"
+    )
+    assert expected in " ".join(result.output.split()), result.output
+    assert signal.getsignal(sig) is not None  # handlers are restored after training
+    result = cli("finetune", "--config", config, *common, "--resume", "auto")
+    assert result.exit_code == 0, result.output
+    assert_same_run(tmp_path / "whole", tmp_path / "run")
+
+
+def test_a_second_ctrl_c_aborts_at_once(cli, write_config, monkeypatch, tmp_path: Path) -> None:
+    config = write_config()
+    with monkeypatch.context() as m:
+        signal_at(m, 10, signal.SIGINT, signal.SIGINT)
+        result = cli("finetune", "--config", config, "--set", "training.epochs=3")
+    assert result.exit_code == 130, result.output
+    assert "aborted" in result.output and "step-00000006" in result.output  # the last complete checkpoint
+    assert not (tmp_path / "run" / "checkpoints" / "step-00000010").exists()
+
+
+def test_a_diverging_loss_names_the_step_and_the_last_good_checkpoint(
+    cli, corpus, monkeypatch, tmp_path: Path
+) -> None:
+    from ptft_cli.tasks import clm
+
+    original = clm.loss_sum
+    calls = {"n": 0}
+
+    def nan_at_step_9(*args, **kwargs):
+        calls["n"] += 1
+        loss = original(*args, **kwargs)
+        return loss * float("nan") if calls["n"] == 9 else loss
+
+    monkeypatch.setattr(clm, "loss_sum", nan_at_step_9)
+    config = clm_config(tmp_path)
+    result = cli("pretrain", "--config", config, "--set", "training.save_every=4")
+    assert result.exit_code == 2, result.output
+    (line,) = [line for line in result.output.splitlines() if line.startswith("error:")]
+    lr_line = config.read_text().splitlines().index("  learning_rate: 3.0e-3") + 1
+    assert f"{config}:{lr_line}: training.learning_rate: the loss became nan at step 9" in line
+    assert "the last good checkpoint is " + str(tmp_path / "run" / "checkpoints" / "step-00000008") in line
+
+
+def test_a_full_disk_during_a_save_is_one_line_and_keeps_the_previous_checkpoint(
+    cli, corpus, monkeypatch, tmp_path: Path
+) -> None:
+    import errno
+
+    original = torch.save
+    calls = {"n": 0}
+
+    def full_disk(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    config = clm_config(tmp_path)
+    result = cli("pretrain", "--config", config, "--set", "training.save_every=4")
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "no space left on the device" in lines[0], result.output
+    checkpoints = tmp_path / "run" / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["step-00000004"]  # no temporary left behind
+    monkeypatch.undo()
+    result = cli("pretrain", "--config", config, "--set", "training.save_every=4", "--resume", "auto")
+    assert result.exit_code == 0, result.output
+
+
+def test_resume_refuses_a_changed_config_and_accepts_allowed_changes(cli, corpus, tmp_path: Path) -> None:
+    config = clm_config(tmp_path)
+    assert cli("pretrain", "--config", config).exit_code == 0
+    result = cli("pretrain", "--config", config, "--resume", "auto", "--set", "training.learning_rate=1e-3")
+    assert result.exit_code == 2
+    assert "training.learning_rate: cannot resume from step-00000060: the config changed" in result.output
+    assert "(0.003 → 0.001)" in result.output
+    result = cli("pretrain", "--config", config, "--resume", "auto")
+    assert result.exit_code == 0 and "nothing to do" in result.output
+    result = cli("pretrain", "--config", config, "--resume", "auto", "--set", "training.max_steps=70")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["steps"] == 70
+
+
+def test_resume_refuses_edited_training_data(cli, corpus, tmp_path: Path) -> None:
+    config = clm_config(tmp_path)
+    assert cli("pretrain", "--config", config, "--set", "training.max_steps=10").exit_code == 0
+    with open(corpus / "a.txt", "a") as f:
+        f.write("More text.\n")
+    result = cli("pretrain", "--config", config, "--resume", "auto", "--set", "training.max_steps=20")
+    assert result.exit_code == 2 and "a.txt changed since the checkpoint" in result.output
+
+
+def test_checkpoints_kept_are_the_newest_and_the_best(cli, write_config, tmp_path: Path) -> None:
+    sets = {
+        "training.epochs": 30, "training.eval_every": 3, "training.best_metric": "loss",
+        "training.early_stopping_patience": 3, "training.lr_scheduler": "constant", "training.learning_rate": 0.05,
+        "training.keep_checkpoints": 2,
+    }  # fmt: skip
+    args = [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
+    result = cli("finetune", "--config", write_config(), *args)
+    assert result.exit_code == 0, result.output
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    best, last = results["best"]["step"], results["steps"]
+    kept = sorted(int(p.name[5:]) for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert kept == sorted({best, last - 3, last}), (best, last, kept)
+
+
+def test_partial_checkpoints_are_never_used_and_leftovers_are_removed(cli, corpus, tmp_path: Path) -> None:
+    config = clm_config(tmp_path)
+    assert cli("pretrain", "--config", config, "--set", "training.max_steps=20").exit_code == 0
+    checkpoints = tmp_path / "run" / "checkpoints"
+    fake = checkpoints / "step-00000050"  # newer, but its marker lists a file that is not there
+    fake.mkdir()
+    (fake / "checkpoint.json").write_text(
+        json.dumps({"format": 1, "step": 50, "files": {"model.safetensors": 9}})
+    )
+    (checkpoints / ".tmp-step-00000030-abc").mkdir()
+    result = cli("pretrain", "--config", config, "--resume", "auto", "--set", "training.max_steps=30")
+    assert result.exit_code == 0, result.output
+    assert "(step 20, epoch 0)" in " ".join(result.output.split())  # the header's resume row
+    assert not (checkpoints / ".tmp-step-00000030-abc").exists()
+
+
+def test_resume_from_a_given_checkpoint_and_fork_a_run(cli, corpus, tmp_path: Path) -> None:
+    config = clm_config(tmp_path)
+    sets = ["--set", "training.save_every=10", "--set", "training.keep_checkpoints=10"]
+    assert (
+        cli("pretrain", "--config", config, *sets, "--set", f"output_dir={tmp_path / 'whole'}").exit_code == 0
+    )
+    assert cli("pretrain", "--config", config, *sets).exit_code == 0
+    # continue the run from an older checkpoint: what came after it is replaced, exactly as before
+    result = cli(
+        "pretrain", "--config", config, *sets, "--resume", tmp_path / "run" / "checkpoints" / "step-00000030"
+    )
+    assert result.exit_code == 0, result.output
+    assert_same_run(tmp_path / "whole", tmp_path / "run")
+    # a checkpoint of another run starts a new run directory from it
+    step30 = tmp_path / "whole" / "checkpoints" / "step-00000030"
+    fork = ["--set", f"output_dir={tmp_path / 'fork'}", "--resume", step30]
+    result = cli("pretrain", "--config", config, *sets, *fork)
+    assert result.exit_code == 0, result.output
+    assert_same_run(tmp_path / "whole", tmp_path / "fork")
+    result = cli("pretrain", "--config", config, "--resume", tmp_path / "nowhere")
+    assert result.exit_code == 2 and "no such checkpoint" in result.output
