@@ -12,6 +12,7 @@ is never mutated (no temporary `padding_side` or `pad_token`), even if the call 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ptft_cli.data.sampler import inference_batches
@@ -46,18 +47,24 @@ def _device(model: Any) -> Any:
     return next(model.parameters()).device
 
 
+@dataclass(frozen=True)
+class Generation:
+    """How to continue prompts (`predict.*` of the config)."""
+
+    max_new_tokens: int = 64
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    batch_size: int = 16
+    seed: int = 0
+
+
 def generate(
     model: Any,
     tokenizer: Any,
     prompts: list[str],
-    *,
-    max_new_tokens: int,
-    do_sample: bool,
-    temperature: float,
-    top_k: int | None,
-    top_p: float | None,
-    batch_size: int,
-    seed: int,
+    settings: Generation,
     progress: Callable[[int], None] | None = None,
 ) -> list[dict]:
     """Continue each prompt with a causal LM; one dict per prompt, in the input order.
@@ -67,8 +74,8 @@ def generate(
     included), `new_tokens` counts generated tokens up to and including EOS, and `finish_reason`
     is "eos" if the model emitted EOS, else "length".
 
-    Greedy when `do_sample` is False (temperature, top_k, top_p ignored); otherwise samples, with
-    `top_k=None` / `top_p=None` meaning no cut-off. Each batch is seeded with `seed + batch index`,
+    Greedy when `settings.do_sample` is False (temperature, top_k, top_p ignored); otherwise samples,
+    with `top_k=None` / `top_p=None` meaning no cut-off. Each batch is seeded with `seed + batch index`,
     so a run is reproducible; greedy output does not depend on `batch_size` either.
     A prompt that would not fit in the position table with `max_new_tokens` after it keeps its
     last tokens. An empty prompt starts from BOS. Errors (ValueError, prompts counted from 1):
@@ -76,6 +83,8 @@ def generate(
     """
     import torch
 
+    max_new_tokens, do_sample, batch_size = settings.max_new_tokens, settings.do_sample, settings.batch_size
+    temperature, top_k, top_p, seed = settings.temperature, settings.top_k, settings.top_p, settings.seed
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
     limit = max_positions(model.config)

@@ -194,16 +194,16 @@ def tokenizer(cfg: Config, head: Head, texts: Callable[[], Iterator[str]]) -> tu
         architecture = cfg.model.architecture or model_type_of(cfg.model.name_or_path or "") or "gpt2"
         specials = tok.special_tokens or tokenizer_train.special_tokens_for(architecture)
         try:
-            trained = tokenizer_train.train_tokenizer(
-                texts(),
-                kind=tok.type,
-                vocab_size=tok.vocab_size,
-                special_tokens=specials,
-                min_frequency=tok.min_frequency,
-                lowercase=tok.lowercase,
-                model_max_length=tok.max_length,
-                add_cls_sep=head.cls_sep,
+            spec = tokenizer_train.TokenizerSpec(
+                tok.type,
+                tok.vocab_size,
+                specials,
+                tok.min_frequency,
+                tok.lowercase,
+                tok.max_length,
+                head.cls_sep,
             )
+            trained = tokenizer_train.train_tokenizer(texts(), spec)
         except ValueError as e:
             raise ConfigError(str(e), where=cfg.where("tokenizer.vocab_size"), key="tokenizer") from None
         return trained, f"{tok.type} trained on the corpus, {len(trained):,} tokens"

@@ -66,6 +66,8 @@ def train(cfg: Config, command: str, opts: RunOptions) -> dict[str, Any]:
         tokenizer_desc = f"from {saved.path.name}, {len(tokenizer):,} tokens"
     else:
         tokenizer, tokenizer_desc = models.tokenizer(cfg, head, inputs.texts or (lambda: iter(())))
+    if head.pads:
+        models.ensure_pad_token(tokenizer, None)
     data = task.training_data(cfg, inputs, tokenizer, hw)
     attn = hardware.attn_implementation(cfg.model.attn_implementation, hw.device, cfg.tokenizer.max_length)
     model, model_desc = models.build(cfg, head, tokenizer, attn)
@@ -94,7 +96,18 @@ def train(cfg: Config, command: str, opts: RunOptions) -> dict[str, Any]:
             return _already_done(cfg, run, state, plan)
 
     # 4. The header, then the first writes: claim the directory, record config and environment.
-    _header(cfg, command, model, (model_desc, attn, tokenizer_desc), data, plan, hw, saved)
+    total, trainable = models.parameter_counts(model)
+    flops = f"; {data.flops_per_token / 1e6:,.1f} MFLOP per token" if data.flops_per_token else ""
+    rows = [
+        *data.summary[:1],
+        ("model", f"{model_desc}, attention {attn}{flops}"),
+        ("parameters", f"{console.count(total)} total, {console.count(trainable)} trainable"),
+        ("tokenizer", tokenizer_desc),
+        *data.summary[1:],
+    ]
+    if saved is not None:
+        rows.append(("resume", f"from {saved.path} (step {state.step}, epoch {state.epoch})"))
+    _header(cfg, command, rows, data.seq_len, plan, hw)
     history = _claim(cfg, run, opts, saved, hw, inputs)
     log = _metrics_log(run, history)
     if saved is not None:
@@ -206,22 +219,18 @@ def _sizes(files: list[Path]) -> dict[str, int]:
     return {str(p): p.stat().st_size for p in files if p.is_file()}
 
 
-def _header(cfg: Config, command: str, model: Any, described: tuple[str, str, str], data: Any, plan: Any, hw: Any, saved: Any) -> None:  # fmt: skip
+def _header(
+    cfg: Config, command: str, rows: list[tuple[str, str]], seq_len: int | None, plan: Any, hw: Any
+) -> None:
+    """The run summary before step 0: `rows` (task, model, data), then device, batch, schedule, output."""
     from ptft_cli import optim
 
     t = cfg.training
-    model_desc, attn, tokenizer_desc = described
-    total, trainable = models.parameter_counts(model)
-    flops = f"; {data.flops_per_token / 1e6:,.1f} MFLOP per token" if data.flops_per_token else ""
     per_epoch = f"{plan.steps_per_epoch}/epoch" if plan.steps_per_epoch else "streaming"
     floor = f" to {t.min_learning_rate:g}" if t.min_learning_rate else ""
-    blocks = f" blocks of {data.seq_len} tokens" if data.seq_len else ""
-    rows = [
-        *data.summary[:1],
-        ("model", f"{model_desc}, attention {attn}{flops}"),
-        ("parameters", f"{console.count(total)} total, {console.count(trainable)} trainable"),
-        ("tokenizer", tokenizer_desc),
-        *data.summary[1:],
+    blocks = f" blocks of {seq_len} tokens" if seq_len else ""
+    resume = [r for r in rows if r[0] == "resume"]
+    rows = [r for r in rows if r[0] != "resume"] + [
         ("device", f"{hw.device} · {hw.precision} ({hw.why}); evaluation {hw.eval_precision}"),
         (
             "batch",
@@ -233,11 +242,9 @@ def _header(cfg: Config, command: str, model: Any, described: tuple[str, str, st
             f"{plan.total_steps} steps ({per_epoch}), lr {t.learning_rate:g} {t.lr_scheduler}{floor}, "
             f"warmup {optim.warmup_steps(t, plan.total_steps)}",
         ),
-        ("output", cfg.output_dir),
+        ("output", str(cfg.output_dir)),
+        *resume,
     ]
-    if saved is not None:
-        s = saved.state
-        rows.append(("resume", f"from {saved.path} (step {s['step']}, epoch {s['epoch']})"))
     console.key_values(f"ptft {command} · {cfg.source.name if cfg.source else ''}", rows)
 
 

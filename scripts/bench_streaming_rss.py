@@ -180,16 +180,11 @@ def main() -> None:
 
     # a tokenizer trained once on a slice, so every measurement below tokenizes the same way
     sys.path.insert(0, str(ROOT))
-    from ptft_cli.data.tokenizer_train import special_tokens_for, train_tokenizer
+    from ptft_cli.data.tokenizer_train import TokenizerSpec, special_tokens_for, train_tokenizer
 
     sample = corpora[0].read_text()[: 8 << 20].split("\n\n")
-    tok = train_tokenizer(
-        iter(sample),
-        kind="bpe",
-        vocab_size=1024,
-        special_tokens=special_tokens_for("gpt2"),
-        model_max_length=128,
-    )
+    spec = TokenizerSpec("bpe", 1024, special_tokens_for("gpt2"), model_max_length=128)
+    tok = train_tokenizer(iter(sample), spec)
     tok.save_pretrained(work / "tokenizer")
 
     def config(corpus: Path, streaming: bool, name: str) -> Path:

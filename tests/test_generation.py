@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import torch
 
-from ptft_cli.inference import fill_mask, generate
+from ptft_cli.inference import Generation, fill_mask, generate
 
 LETTERS = list("abcdefghijkl")  # the trained model continues "c d" with "e f ... l" and then EOS
 WORDS = ["the", "cat", "dog", "sat", "ran", "on", "mat", "rug"]
@@ -85,7 +85,8 @@ def as_completion(tokenizer: Any, gen: list[int]) -> tuple[str, int]:
 def run(model: Any, tokenizer: Any, prompts: list[str], **kw: Any) -> list[dict]:
     args = {"max_new_tokens": 6, "do_sample": False, "temperature": 1.0, "top_k": None, "top_p": None}
     args |= {"batch_size": 4, "seed": 0} | kw
-    return generate(model, tokenizer, prompts, **args)
+    progress = args.pop("progress", None)
+    return generate(model, tokenizer, prompts, Generation(**args), progress)
 
 
 PROMPTS = ["the cat sat on the mat", "dog", "a b", "the rug ran on", "k"]

@@ -178,11 +178,11 @@ def test_masked_lm_from_scratch_and_plain_transformers_agree(cli, corpus_dir: Pa
         )
     ]
     stream = corpus.tokenize_stream(pieces, tokenizer, tokenizer.sep_token_id)
-    specials = mlm.Specials.of(tokenizer)
+    masking = mlm.Masking.of(tokenizer, ObjectiveConfig())
     nats, n = 0.0, 0
     with torch.no_grad():
         for body in mlm.val_bodies(stream, 32, None, 64):
-            batch = mlm.collate_packed(body, specials, ObjectiveConfig(), 12345, torch.device("cpu"), None)
+            batch = mlm.collate_packed(body, masking, 12345, torch.device("cpu"))
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
             nats += torch.nn.functional.cross_entropy(
                 logits.reshape(-1, logits.shape[-1]),
@@ -305,11 +305,11 @@ def test_streaming_pretraining(cli, corpus_dir: Path, tmp_path: Path) -> None:
 
 def test_stream_blocks_cover_the_stream_and_memory_is_bounded() -> None:
     from ptft_cli.data.corpus import Cursor
-    from ptft_cli.data.stream import BlockStream
+    from ptft_cli.data.stream import BlockStream, Cutting
 
     chunks = [np.arange(i * 100, (i + 1) * 100, dtype=np.uint32) for i in range(50)]
     source = lambda start: iter((c, Cursor(0, i + 1)) for i, c in enumerate(chunks))
-    blocks = list(BlockStream(source, 11, 10, buffer_blocks=16, seed=0, epoch=0))
+    blocks = list(BlockStream(source, Cutting(span=11, stride=10, buffer_blocks=16, seed=0), epoch=0))
     starts = sorted(int(b[0]) for b in blocks)
     assert starts == list(range(0, 4990, 10))  # every block once, in a shuffled order
     assert all((b == np.arange(b[0], b[0] + 11)).all() for b in blocks)

@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
-from ptft_cli.data.tokenizer_train import KINDS, fingerprint, special_tokens_for, train_tokenizer
+from ptft_cli.data.tokenizer_train import (
+    KINDS,
+    TokenizerSpec,
+    fingerprint,
+    special_tokens_for,
+    train_tokenizer,
+)
 
 SUBJECTS = ["the cat", "a dog", "my neighbour", "the old fisherman", "a small child", "the committee"]
 VERBS = ["watched", "followed", "ignored", "painted", "remembered", "questioned"]
@@ -44,9 +50,8 @@ def one_pass(texts: list[str]) -> Iterator[str]:
 
 
 def train(kind: str, *, specials: dict[str, str] = GPT2, vocab_size: int = 400, **kwargs):
-    return train_tokenizer(
-        one_pass(sentences()), kind=kind, vocab_size=vocab_size, special_tokens=specials, **kwargs
-    )
+    spec = TokenizerSpec(kind=kind, vocab_size=vocab_size, special_tokens=specials, **kwargs)
+    return train_tokenizer(one_pass(sentences()), spec)
 
 
 def ids(tokenizer, text: str) -> list[int]:
@@ -91,7 +96,7 @@ class OnePassOnly:
 @pytest.mark.parametrize("kind", KINDS)
 def test_the_corpus_is_read_once(kind: str) -> None:
     corpus = OnePassOnly(sentences())
-    tokenizer = train_tokenizer(corpus, kind=kind, vocab_size=400, special_tokens=GPT2)
+    tokenizer = train_tokenizer(corpus, TokenizerSpec(kind=kind, vocab_size=400, special_tokens=GPT2))
     assert corpus.passes == 1 and len(tokenizer) > 3
 
 
@@ -116,7 +121,9 @@ def test_bpe_learns_merges_from_the_corpus() -> None:
 
 def test_char_round_trips_text_and_its_vocab_is_specials_plus_seen_characters() -> None:
     corpus = sentences()
-    tokenizer = train_tokenizer(one_pass(corpus), kind="char", vocab_size=1000, special_tokens=GPT2)
+    tokenizer = train_tokenizer(
+        one_pass(corpus), TokenizerSpec(kind="char", vocab_size=1000, special_tokens=GPT2)
+    )
     specials = ["<|unk|>", "<|pad|>", "<|endoftext|>"]
     assert set(tokenizer.get_vocab()) == set(specials) | set("".join(corpus))
 
@@ -131,7 +138,9 @@ def test_char_round_trips_text_and_its_vocab_is_specials_plus_seen_characters() 
 
 def test_char_vocab_size_keeps_the_most_frequent_characters() -> None:
     corpus = ["aaaa bbb cc d"] * 3
-    tokenizer = train_tokenizer(one_pass(corpus), kind="char", vocab_size=6, special_tokens=BERT)
+    tokenizer = train_tokenizer(
+        one_pass(corpus), TokenizerSpec(kind="char", vocab_size=6, special_tokens=BERT)
+    )
     # 5 specials leave room for one character: "a" (4 a line) beats "b" and " " (3 a line).
     assert len(tokenizer) == 6
     assert ids(tokenizer, "ab") == [tokenizer.convert_tokens_to_ids("a"), tokenizer.unk_token_id]
@@ -280,7 +289,7 @@ def test_special_tokens_the_settings_need_are_checked(kind, specials, cls_sep, m
 def test_an_empty_corpus_is_refused(kind: str) -> None:
     for corpus in ([], ["", "", ""]):
         with pytest.raises(ValueError, match="no text to train a tokenizer on"):
-            train_tokenizer(one_pass(corpus), kind=kind, vocab_size=400, special_tokens=GPT2)
+            train_tokenizer(one_pass(corpus), TokenizerSpec(kind=kind, vocab_size=400, special_tokens=GPT2))
 
 
 # --- fingerprint --------------------------------------------------------------------------------
@@ -312,7 +321,11 @@ def test_wordpiece_training_is_reproducible() -> None:
     words = ["".join(rng.choice("abcdefghij") for _ in range(rng.randint(2, 6))) for _ in range(100)]
     corpus = [" ".join(rng.choice(words) for _ in range(10)) for _ in range(100)]
     prints = {
-        fingerprint(train_tokenizer(one_pass(corpus), kind="wordpiece", vocab_size=200, special_tokens=BERT))
+        fingerprint(
+            train_tokenizer(
+                one_pass(corpus), TokenizerSpec(kind="wordpiece", vocab_size=200, special_tokens=BERT)
+            )
+        )
         for _ in range(5)
     }
     assert len(prints) == 1

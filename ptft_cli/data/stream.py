@@ -2,13 +2,14 @@
 
 `BlockStream` holds everything that decides which block comes next (the reader's cursor, tokens
 read but not yet cut into blocks, the shuffle buffer, the generator's state), so `state()` after any
-block and `BlockStream(..., state=...)` continue the epoch exactly, without reading the corpus again
+block and `BlockStream(..., state)` continue the epoch exactly, without reading the corpus again
 from its start. Memory stays bounded by the buffer.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,14 +19,22 @@ from ptft_cli.data.corpus import Cursor
 Chunks = Callable[[Cursor | None], Iterator[tuple[np.ndarray, Cursor]]]
 
 
-class BlockStream:
-    """Blocks of `span` tokens every `stride` tokens of a chunked token stream, in shuffled order."""
+@dataclass(frozen=True)
+class Cutting:
+    """How a token stream becomes blocks: `span` tokens every `stride`, shuffled in a buffer."""
 
-    def __init__(
-        self, chunks: Chunks, span: int, stride: int, *, buffer_blocks: int, seed: int, epoch: int, state: dict | None = None
-    ):  # fmt: skip
-        self.span, self.stride, self.buffer_blocks = span, stride, buffer_blocks
-        self.rng = np.random.default_rng([seed, epoch, 1])
+    span: int
+    stride: int
+    buffer_blocks: int
+    seed: int
+
+
+class BlockStream:
+    """Blocks of a chunked token stream, cut and shuffled as `cut` says; `state` resumes one."""
+
+    def __init__(self, chunks: Chunks, cut: Cutting, epoch: int, state: dict | None = None):
+        self.span, self.stride, self.buffer_blocks = cut.span, cut.stride, cut.buffer_blocks
+        self.rng = np.random.default_rng([cut.seed, epoch, 1])
         self.cursor: Cursor | None = None  # after the last chunk read; None: the corpus's start
         self.pending = np.zeros(0, dtype=np.uint32)  # tokens read but not yet cut into blocks
         self.buffer: list[np.ndarray] = []

@@ -11,6 +11,7 @@ import hashlib
 import json
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
@@ -74,18 +75,21 @@ def special_tokens_for(architecture: str) -> dict[str, str]:
     return {"bos": "<|endoftext|>", "eos": "<|endoftext|>", "unk": "<|unk|>", "pad": "<|pad|>"}
 
 
-def train_tokenizer(
-    texts: Iterable[str],
-    *,
-    kind: str,
-    vocab_size: int,
-    special_tokens: dict[str, str],
-    min_frequency: int = 2,
-    lowercase: bool = False,
-    model_max_length: int = 512,
-    add_cls_sep: bool = False,
-) -> PreTrainedTokenizerFast:
-    """Train a `kind` tokenizer on `texts`, read once as a stream, and wrap it for transformers.
+@dataclass(frozen=True)
+class TokenizerSpec:
+    """What tokenizer to train (`tokenizer.*` of the config)."""
+
+    kind: str  # bpe | wordpiece | char
+    vocab_size: int
+    special_tokens: dict[str, str]  # role -> token
+    min_frequency: int = 2
+    lowercase: bool = False
+    model_max_length: int = 512
+    add_cls_sep: bool = False
+
+
+def train_tokenizer(texts: Iterable[str], spec: TokenizerSpec) -> PreTrainedTokenizerFast:
+    """Train a `spec.kind` tokenizer on `texts`, read once as a stream, and wrap it for transformers.
 
     The special tokens take the first ids, in ROLES order. With `add_cls_sep`, encoding adds
     `[cls] A [sep]` and `[cls] A [sep] B [sep]` (token_type_ids 0 then 1); otherwise encoding adds
@@ -93,6 +97,8 @@ def train_tokenizer(
     keeps every character that fits in `vocab_size`. Raises ValueError for an unknown kind, a vocab_size too small for the specials (or for the
     256 byte tokens of "bpe"), a corpus with no text, or missing roles the kind needs.
     """
+    kind, vocab_size, special_tokens = spec.kind, spec.vocab_size, spec.special_tokens
+    min_frequency, lowercase, add_cls_sep = spec.min_frequency, spec.lowercase, spec.add_cls_sep
     if kind not in KINDS:
         raise ValueError(f"unknown tokenizer kind {kind!r}; expected one of {', '.join(KINDS)}")
     unknown_roles = sorted(set(special_tokens) - set(ROLES))
@@ -126,7 +132,7 @@ def train_tokenizer(
     backend.post_processor = cls_sep_template(backend, special_tokens) if add_cls_sep else plain_template()
     return PreTrainedTokenizerFast(
         tokenizer_object=backend,
-        model_max_length=model_max_length,
+        model_max_length=spec.model_max_length,
         # The clean-up strips spaces before punctuation: right for WordPiece, which decodes with spaces
         # between words, but it would break the exact round trip of the other two kinds.
         clean_up_tokenization_spaces=kind == "wordpiece",

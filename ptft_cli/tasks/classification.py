@@ -338,7 +338,7 @@ def training_data(cfg: Config, inputs: Inputs, tokenizer: Any, hw: Hardware) -> 
     from ptft_cli.loop import TrainingData
 
     p: Prepared = inputs.data
-    t, max_len, pad_id = cfg.training, cfg.tokenizer.max_length, tokenizer.pad_token_id
+    t, max_len = cfg.training, cfg.tokenizer.max_length
     train = encode(tokenizer, p.train.texts, p.train.pairs, p.train.labels, max_len)
     v = p.validation
     val = encode(tokenizer, v.texts, v.pairs, v.labels, max_len) if v is not None else None
@@ -350,12 +350,12 @@ def training_data(cfg: Config, inputs: Inputs, tokenizer: Any, hw: Hardware) -> 
         )
 
     def evaluate(m: Any) -> dict[str, Any]:
-        return evaluate_examples(m, val, p.labels, pad_id, t.eval_batch_size, hw)
+        return evaluate_examples(m, val, p.labels, t.eval_batch_size, hw)
 
     grouped = ", grouped by length" if t.group_by_length else ""
     return TrainingData(
         batches=sampler.EpochBatches(batches_of),
-        collate=lambda idx: collate(train, idx, pad_id, hw.device),
+        collate=lambda idx: collate(train, idx, hw.device),
         loss_sum=lambda m, batch: loss_sum(m, batch, hw, t.label_smoothing),
         count=lambda batch: int(batch["labels"].shape[0]),
         evaluate=evaluate if val is not None else None,
@@ -434,7 +434,6 @@ def evaluate(cfg: Config, inputs: Inputs, loaded: Loaded, progress: Callable[[in
         loaded.model,
         enc,
         names,
-        loaded.tokenizer.pad_token_id,
         cfg.training.eval_batch_size,
         loaded.hw,
         progress,
@@ -481,7 +480,7 @@ def predict(
     labels = label_names(loaded.model)
     enc = encode(loaded.tokenizer, texts, pairs, None, cfg.tokenizer.max_length)
     batches = inference_batches(enc.lengths, cfg.training.eval_batch_size)
-    probs, _ = forward_probs(loaded.model, batches, enc, loaded.tokenizer.pad_token_id, loaded.hw, progress)
+    probs, _ = forward_probs(loaded.model, batches, enc, loaded.hw, progress)
     rows = []
     for i, text, p in zip(ids, texts, probs.tolist()):
         best = max(range(len(p)), key=p.__getitem__)
@@ -510,6 +509,7 @@ class Encoded:
     input_ids: list[list[int]]
     token_type_ids: list[list[int]] | None
     labels: list[int] | None
+    pad_id: int  # what batches are padded with
 
     @property
     def lengths(self) -> list[int]:
@@ -520,14 +520,14 @@ def encode(
     tokenizer: Any, texts: list[str], pairs: list[str] | None, labels: list[int] | None, max_length: int
 ) -> Encoded:
     enc = tokenizer(texts, pairs, truncation=True, max_length=max_length)
-    return Encoded(enc["input_ids"], enc.get("token_type_ids"), labels)
+    return Encoded(enc["input_ids"], enc.get("token_type_ids"), labels, tokenizer.pad_token_id)
 
 
-def collate(enc: Encoded, idx: list[int], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
+def collate(enc: Encoded, idx: list[int], device: torch.device) -> dict[str, torch.Tensor]:
     from ptft_cli.data.collate import attention_mask, pad
 
     seqs = [enc.input_ids[i] for i in idx]
-    batch = {"input_ids": pad(seqs, pad_id), "attention_mask": attention_mask(seqs)}
+    batch = {"input_ids": pad(seqs, enc.pad_id), "attention_mask": attention_mask(seqs)}
     if enc.token_type_ids is not None:
         batch["token_type_ids"] = pad([enc.token_type_ids[i] for i in idx], 0)
     if enc.labels is not None:
@@ -555,7 +555,7 @@ def loss_sum(
 
 
 def forward_probs(
-    model: Any, batches: list[list[int]], enc: Encoded, pad_id: int, hw: Hardware, progress: Any = None
+    model: Any, batches: list[list[int]], enc: Encoded, hw: Hardware, progress: Any = None
 ) -> Any:
     """Softmax probabilities for every example (in input order) and the summed loss if labelled."""
     import torch
@@ -568,7 +568,7 @@ def forward_probs(
     model.eval()
     with torch.inference_mode():
         for idx in batches:
-            batch = collate(enc, idx, pad_id, hw.device)
+            batch = collate(enc, idx, hw.device)
             labels = batch.pop("labels", None)
             with hw.eval_autocast():
                 logits = model(**batch).logits.float()
@@ -582,19 +582,12 @@ def forward_probs(
 
 
 def evaluate_examples(
-    model: Any,
-    enc: Encoded,
-    names: list[str],
-    pad_id: int,
-    batch_size: int,
-    hw: Hardware,
-    progress: Any = None,
+    model: Any, enc: Encoded, names: list[str], batch_size: int, hw: Hardware, progress: Any = None
 ) -> dict[str, Any]:
+    """Loss, accuracy, macro-F1, per-class scores and the confusion matrix of labelled examples."""
     from ptft_cli.data.sampler import inference_batches
 
-    probs, total_loss = forward_probs(
-        model, inference_batches(enc.lengths, batch_size), enc, pad_id, hw, progress
-    )
+    probs, total_loss = forward_probs(model, inference_batches(enc.lengths, batch_size), enc, hw, progress)
     assert enc.labels is not None
     predicted = probs.argmax(-1).tolist()
     return {"loss": total_loss / len(enc.labels), **report(enc.labels, predicted, names)}

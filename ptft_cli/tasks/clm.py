@@ -110,9 +110,7 @@ def predict(
 
     prompts, ids = inputs.data
     try:
-        rows = generate(
-            loaded.model, loaded.tokenizer, prompts, **lm.generation_settings(cfg), progress=progress
-        )
+        rows = generate(loaded.model, loaded.tokenizer, prompts, lm.generation_settings(cfg), progress)
     except ValueError as e:
         raise DataError(str(e), where=cfg.predict.input or "--prompt", key="predict") from None
     return [{"id": i, **row} for i, row in zip(ids, rows)]

@@ -216,20 +216,13 @@ def stream_batches(
     """Streaming: blocks of `span` tokens every `stride` tokens, read, tokenized, cut and shuffled
     on the fly; resumable at any batch."""
     from ptft_cli.data.sampler import StreamBatches
-    from ptft_cli.data.stream import BlockStream
+    from ptft_cli.data.stream import BlockStream, Cutting
 
     chunks = corpus.token_chunks_from(cfg, files, tokenizer, separator)
+    cut = Cutting(span, stride, cfg.data.shuffle_buffer, cfg.seed)
 
     def open_stream(epoch: int, position: dict[str, Any] | None) -> BlockStream:
-        return BlockStream(
-            chunks,
-            span,
-            stride,
-            buffer_blocks=cfg.data.shuffle_buffer,
-            seed=cfg.seed,
-            epoch=epoch,
-            state=position,
-        )
+        return BlockStream(chunks, cut, epoch, position)
 
     return StreamBatches(open_stream, cfg.training.batch_size)
 
@@ -274,17 +267,13 @@ def summed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Te
     )
 
 
-def generation_settings(cfg: Config) -> dict[str, Any]:
+def generation_settings(cfg: Config) -> Any:
+    from ptft_cli.inference import Generation
+
     p = cfg.predict
-    return {
-        "max_new_tokens": p.max_new_tokens,
-        "do_sample": p.do_sample,
-        "temperature": p.temperature,
-        "top_k": p.top_k,
-        "top_p": p.top_p,
-        "batch_size": cfg.training.eval_batch_size,
-        "seed": cfg.seed,
-    }
+    return Generation(
+        p.max_new_tokens, p.do_sample, p.temperature, p.top_k, p.top_p, cfg.training.eval_batch_size, cfg.seed
+    )
 
 
 def fill_mask(cfg: Config, inputs: Inputs, loaded: Any, progress: Any) -> list[dict[str, Any]]:

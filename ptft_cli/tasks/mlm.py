@@ -70,17 +70,16 @@ def training_data(cfg: Config, inputs: Inputs, tokenizer: Any, hw: Hardware) -> 
     c: lm.Corpus = inputs.data
     t, d, o = cfg.training, cfg.data, cfg.objective
     T, seed, device = cfg.tokenizer.max_length, cfg.seed, hw.device
-    specials = Specials.of(tokenizer)
-    ws = word_starts(tokenizer) if o.whole_word_masking else None
+    masking = Masking.of(tokenizer, o)
     sep = lm.separator_id(tokenizer, causal=False)
     cached = False
     if not d.packing:
         assert c.texts is not None
         segs, val_segs, cached = cache.token_segments(cfg, c.files, c.texts, tokenizer, sentences=False)
         lengths = [n + 2 for n in segs.lengths()]
-        collate_train = lambda idx: collate_segments(segs, idx, specials, o, seed, device, ws)
+        collate_train = lambda idx: collate_segments(segs, idx, masking, seed, device)
         val_batches = [
-            collate_segments(val_segs, idx, specials, o, EVAL_MASK_SEED, device, ws)
+            collate_segments(val_segs, idx, masking, EVAL_MASK_SEED, device)
             for idx in sampler.inference_batches([n + 2 for n in val_segs.lengths()][: d.max_eval_samples], t.eval_batch_size)
         ] if val_segs is not None else []  # fmt: skip
         batches: sampler.BatchSource = sampler.EpochBatches(
@@ -96,7 +95,7 @@ def training_data(cfg: Config, inputs: Inputs, tokenizer: Any, hw: Hardware) -> 
         if d.streaming:
             val = lm.stream_validation(cfg, c.files, tokenizer, sep)
             batches = lm.stream_batches(cfg, c.files, tokenizer, sep, T - 2, T - 2)
-            collate_train = lambda body: collate_packed(body, specials, o, seed, device, ws)
+            collate_train = lambda body: collate_packed(body, masking, seed, device)
             train_size = lm.describe_stream(cfg, c.files)
         else:
             assert c.texts is not None
@@ -109,11 +108,11 @@ def training_data(cfg: Config, inputs: Inputs, tokenizer: Any, hw: Hardware) -> 
                 )
             )
             collate_train = lambda starts: collate_packed(
-                ids[starts[:, None] + np.arange(T - 2)[None, :]], specials, o, seed, device, ws
+                ids[starts[:, None] + np.arange(T - 2)[None, :]], masking, seed, device
             )
             train_size = lm.describe_tokens(train, cached)
         bodies = val_bodies(val, T, d.max_eval_samples, t.eval_batch_size) if val is not None else []
-        val_batches = [collate_packed(b, specials, o, EVAL_MASK_SEED, device, ws) for b in bodies]
+        val_batches = [collate_packed(b, masking, EVAL_MASK_SEED, device) for b in bodies]
         sizes = (train_size, lm.describe_tokens(val))
 
     return TrainingData(
@@ -133,13 +132,10 @@ def evaluate(cfg: Config, inputs: Inputs, loaded: Loaded, progress: Callable[[in
     """Masked-token loss, perplexity and accuracy on packed blocks of the text, masked once."""
     paths, pieces, key = inputs.data
     tokenizer, T = loaded.tokenizer, cfg.tokenizer.max_length
-    specials = Specials.of(tokenizer)
-    ws = word_starts(tokenizer) if cfg.objective.whole_word_masking else None
+    masking = Masking.of(tokenizer, cfg.objective)
     stream = corpus.tokenize_stream(pieces, tokenizer, lm.separator_id(tokenizer, causal=False))
     bodies = val_bodies(stream, T, cfg.data.max_eval_samples, cfg.training.eval_batch_size)
-    batches = [
-        collate_packed(b, specials, cfg.objective, EVAL_MASK_SEED, loaded.hw.device, ws) for b in bodies
-    ]
+    batches = [collate_packed(b, masking, EVAL_MASK_SEED, loaded.hw.device) for b in bodies]
     if not batches:
         raise DataError(f"the text is shorter than one block of {T} tokens", where=str(paths[0]), key=key)
     return score_batches(loaded.model, batches, loaded.hw)
@@ -267,18 +263,32 @@ def mask_tokens(
 # Packed blocks: [CLS] + T-2 tokens of the stream + [SEP]
 
 
-def collate_packed(
-    bodies: np.ndarray, s: Specials, o: ObjectiveConfig, seed: int, device: Any, ws: np.ndarray | None
-) -> dict[str, torch.Tensor]:
+@dataclass(frozen=True, eq=False)
+class Masking:
+    """How batches are masked: the tokenizer's special ids, the objective's ratios, and which
+    vocabulary entries start a word (whole-word masking only)."""
+
+    specials: Specials
+    objective: ObjectiveConfig
+    word_starts: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, tokenizer: Any, objective: ObjectiveConfig) -> Masking:
+        starts = word_starts(tokenizer) if objective.whole_word_masking else None
+        return cls(Specials.of(tokenizer), objective, starts)
+
+
+def collate_packed(bodies: np.ndarray, masking: Masking, seed: int, device: Any) -> dict[str, torch.Tensor]:
     """(B, T-2) stream slices → [CLS] slice [SEP], masked."""
     import torch
 
+    s = masking.specials
     body = torch.from_numpy(bodies.astype(np.int64))
     b = body.shape[0]
     x = torch.cat([torch.full((b, 1), s.cls), body, torch.full((b, 1), s.sep)], dim=1)
     special = (x == s.cls) | (x == s.sep) | (x == s.pad)
     gen = torch.Generator().manual_seed(batch_seed(seed, bodies[:, :8]))
-    inputs, labels = mask_tokens(x, special, o, s, gen, ws)
+    inputs, labels = mask_tokens(x, special, masking.objective, s, gen, masking.word_starts)
     return {
         "input_ids": inputs.to(device),
         "attention_mask": torch.ones_like(inputs).to(device),
@@ -290,32 +300,27 @@ def collate_packed(
 # One document (line) per example
 
 
-def masked_rows(
-    rows: list[list[int]], s: Specials, o: ObjectiveConfig, gen_seed: int, ws: np.ndarray | None
-) -> dict[str, torch.Tensor]:
+def masked_rows(rows: list[list[int]], masking: Masking, gen_seed: int) -> dict[str, torch.Tensor]:
     """Pad token rows, then mask them (never special tokens or padding)."""
     import torch
 
     from ptft_cli.data.collate import attention_mask, pad
 
+    s = masking.specials
     x = pad(rows, s.pad)
     mask = attention_mask(rows)
     special = (x == s.cls) | (x == s.sep) | (mask == 0)
-    inputs, labels = mask_tokens(x, special, o, s, torch.Generator().manual_seed(gen_seed), ws)
+    gen = torch.Generator().manual_seed(gen_seed)
+    inputs, labels = mask_tokens(x, special, masking.objective, s, gen, masking.word_starts)
     return {"input_ids": inputs, "attention_mask": mask, "labels": labels}
 
 
 def collate_segments(
-    segs: corpus.Segments,
-    idx: list[int],
-    s: Specials,
-    o: ObjectiveConfig,
-    seed: int,
-    device: Any,
-    ws: np.ndarray | None,
+    segs: corpus.Segments, idx: list[int], masking: Masking, seed: int, device: Any
 ) -> dict[str, torch.Tensor]:
+    s = masking.specials
     rows = [[s.cls, *segs.get(i).tolist(), s.sep] for i in idx]
-    batch = masked_rows(rows, s, o, batch_seed(seed, idx), ws)
+    batch = masked_rows(rows, masking, batch_seed(seed, idx))
     return {k: v.to(device) for k, v in batch.items()}
 
 

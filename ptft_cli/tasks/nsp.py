@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ptft_cli.config import Config, ObjectiveConfig
+from ptft_cli.config import Config
 from ptft_cli.data import corpus
 from ptft_cli.errors import ConfigError, DataError
 from ptft_cli.models import Head
@@ -68,8 +68,7 @@ def training_data(cfg: Config, inputs: Inputs, tokenizer: Any, hw: Hardware) -> 
     assert c.texts is not None
     t, d, o = cfg.training, cfg.data, cfg.objective
     T, seed, device = cfg.tokenizer.max_length, cfg.seed, hw.device
-    specials = mlm.Specials.of(tokenizer)
-    ws = mlm.word_starts(tokenizer) if o.whole_word_masking else None
+    masking = mlm.Masking.of(tokenizer, o)
     sents, val_sents, cached = cache.token_segments(cfg, c.files, c.texts, tokenizer, sentences=True)
     pairs = nsp_pairs(sents, T, o.nsp_random_ratio, seed)
     if not pairs:
@@ -84,16 +83,14 @@ def training_data(cfg: Config, inputs: Inputs, tokenizer: Any, hw: Hardware) -> 
     val_specs = sampler.inference_batches(
         [len(p.a) + len(p.b) + 3 for p in val_pairs][: d.max_eval_samples], t.eval_batch_size
     )
-    val_batches = [
-        collate_pairs(val_pairs, idx, specials, o, mlm.EVAL_MASK_SEED, device, ws) for idx in val_specs
-    ]
+    val_batches = [collate_pairs(val_pairs, idx, masking, mlm.EVAL_MASK_SEED, device) for idx in val_specs]
     return TrainingData(
         batches=sampler.EpochBatches(
             lambda epoch: sampler.epoch_batches(
                 lengths, t.batch_size, seed=seed, epoch=epoch, group_by_length=t.group_by_length
             )
         ),
-        collate=lambda idx: collate_pairs(pairs, idx, specials, o, seed, device, ws),
+        collate=lambda idx: collate_pairs(pairs, idx, masking, seed, device),
         loss_sum=lambda m, b: mlm.loss_sum(m, b, hw.autocast),
         count=mlm.count,
         evaluate=(lambda m: mlm.score_batches(m, val_batches, hw)) if val_batches else None,
@@ -168,21 +165,17 @@ def nsp_pairs(sents: corpus.Segments, length: int, random_ratio: float, seed: in
 
 
 def collate_pairs(
-    pairs: list[Pair],
-    idx: list[int],
-    s: mlm.Specials,
-    o: ObjectiveConfig,
-    seed: int,
-    device: Any,
-    ws: np.ndarray | None,
+    pairs: list[Pair], idx: list[int], masking: mlm.Masking, seed: int, device: Any
 ) -> dict[str, torch.Tensor]:
+    """[CLS] A [SEP] B [SEP], masked, with segment ids and the is-random label."""
     import torch
 
     from ptft_cli.data.collate import pad
 
+    s = masking.specials
     rows = [[s.cls, *pairs[i].a.tolist(), s.sep, *pairs[i].b.tolist(), s.sep] for i in idx]
     types = [[0] * (len(pairs[i].a) + 2) + [1] * (len(pairs[i].b) + 1) for i in idx]
-    batch = mlm.masked_rows(rows, s, o, mlm.batch_seed(seed, idx), ws)
+    batch = mlm.masked_rows(rows, masking, mlm.batch_seed(seed, idx))
     batch["token_type_ids"] = pad(types, 0)
     # HF convention: 0 = B follows A, 1 = B is random
     batch["next_sentence_label"] = torch.tensor([int(pairs[i].is_random) for i in idx])
