@@ -34,7 +34,11 @@ def _default(value: object) -> str:
 
 
 def markdown() -> str:
-    out, section = [], None
+    out, section = (
+        ["↻: may change when a run resumes (`--resume`); every other key must match the checkpoint's."],
+        None,
+    )
+    safe = set(config.resume_safe_keys())
     for key, kind, default, doc in config.reference():
         current = key.split(".")[0] if "." in key else ""
         if current != section:
@@ -42,7 +46,8 @@ def markdown() -> str:
             out.append(f"\n**{section or 'top level'}**\n")
             out.append("| key | type | default | meaning |")
             out.append("|---|---|---|---|")
-        out.append(f"| `{key}` | {_cell(kind)} | `{_cell(_default(default))}` | {_cell(doc)} |")
+        mark = " ↻" if key in safe else ""
+        out.append(f"| `{key}`{mark} | {_cell(kind)} | `{_cell(_default(default))}` | {_cell(doc)} |")
     return "\n".join(out).strip() + "\n"
 
 
