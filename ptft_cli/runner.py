@@ -80,13 +80,11 @@ def train(cfg: Config, command: str, opts: RunOptions) -> dict[str, Any]:
     # 3. Optimizer and schedule; a resumed run restores them and its loop state.
     t = cfg.training
     plan = loop.Plan.make(data.batches.batches_per_epoch, t)
+    optimizer = optim.adamw(model, t, hw.device)
+    scaler = torch.amp.GradScaler("cuda") if hw.needs_grad_scaler else None
     opt = loop.Optimization(
-        optim.adamw(model, t, hw.device),
-        None,  # type: ignore[arg-type]  # the schedule needs the optimizer: set next
-        torch.amp.GradScaler("cuda") if hw.needs_grad_scaler else None,
-        t.max_grad_norm,
+        optimizer, optim.scheduler(optimizer, t, plan.total_steps), scaler, t.max_grad_norm
     )
-    opt.scheduler = optim.scheduler(opt.optimizer, t, plan.total_steps)
     state = loop.TrainState(best_metric=t.best_metric)
     if saved is not None:
         checkpoint.restore_training(saved, opt)
@@ -254,7 +252,9 @@ def _claim(cfg: Config, run: RunDir, opts: RunOptions, saved: Any, hw: Any, inpu
     from ptft_cli.metrics import environment
 
     resumed_here = saved is not None and saved.path.resolve().parent == run.checkpoints_dir.resolve()
-    run.claim(replace=opts.overwrite or (cfg.resume == "auto" and saved is None and run.holds_run()))
+    # `--resume auto` on a run that never saved a checkpoint starts it over in place (its files are
+    # rewritten; nothing else in the directory is touched)
+    run.claim(replace=opts.overwrite)
     run.remove_temporaries()
     checkpoint.atomic_write_text(run.config_yaml, f"# resolved by ptft from {cfg.source}\n{dump(cfg)}")
     env = environment(str(hw.device), hw.precision, hw.why, cfg.source.parent if cfg.source else None)

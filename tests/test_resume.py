@@ -105,6 +105,8 @@ CLASSIFICATION = [
         ["training.batch_size=8", "training.gradient_accumulation_steps=2", "training.save_every=5"],
         (*backward(), 15),
     ),
+    # bf16 autocast (what `precision: auto` picks on CPUs with native bf16) resumes exactly too
+    ("bf16", ["precision=bf16", "training.save_every=4"], (*adamw_step(), 11)),
     # best-model tracking and early stopping survive the kill
     (
         "best metric",
@@ -396,3 +398,23 @@ def test_resume_from_a_given_checkpoint_and_fork_a_run(cli, corpus, tmp_path: Pa
     assert_same_run(tmp_path / "whole", tmp_path / "fork")
     result = cli("pretrain", "--config", config, "--resume", tmp_path / "nowhere")
     assert result.exit_code == 2 and "no such checkpoint" in result.output
+
+
+def test_resume_auto_starts_a_run_that_has_no_checkpoint_yet(
+    cli, write_config, monkeypatch, tmp_path: Path
+) -> None:
+    """The same command line starts a preemptible job and restarts it, even if it died before saving."""
+    config = write_config()
+    common = ["--set", "training.epochs=2"]
+    assert (
+        cli("finetune", "--config", config, *common, "--set", f"output_dir={tmp_path / 'whole'}").exit_code
+        == 0
+    )
+    with monkeypatch.context() as m:
+        kill_at(m, *adamw_step(), 3)  # before the first checkpoint (at the end of epoch 1, step 6)
+        with pytest.raises(Killed):
+            cli("finetune", "--config", config, *common, "--resume", "auto")
+    assert (tmp_path / "run" / "config.yaml").is_file() and not (tmp_path / "run" / "checkpoints").exists()
+    result = cli("finetune", "--config", config, *common, "--resume", "auto")
+    assert result.exit_code == 0, result.output
+    assert_same_run(tmp_path / "whole", tmp_path / "run")
