@@ -36,6 +36,42 @@ def write_csv(path: Path, rows: list[tuple[str, str]], header: str = "text,label
     return path
 
 
+# A small corpus a 2-layer language model learns from in a few steps.
+SUBJECTS = ["the cat", "a dog", "my friend", "the old man", "her sister", "the film", "this book"]
+VERBS = ["liked", "watched", "found", "praised", "hated", "read", "saw"]
+OBJECTS = [
+    "the garden.",
+    "a good story.",
+    "the long road.",
+    "an old song.",
+    "the red door.",
+    "a quiet night.",
+]
+
+
+def write_corpus(path: Path, n_paragraphs: int, seed: int) -> Path:
+    rng = random.Random(seed)
+    paragraphs = []
+    for _ in range(n_paragraphs):
+        sentences = [
+            f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)}"
+            for _ in range(rng.randint(2, 5))
+        ]
+        paragraphs.append(" ".join(s[0].upper() + s[1:] for s in sentences))
+    path.write_text("\n\n".join(paragraphs) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def corpus_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "corpus"
+    d.mkdir()
+    write_corpus(d / "a.txt", 150, seed=1)
+    write_corpus(d / "b.txt", 150, seed=2)
+    write_corpus(d / "valid.txt", 40, seed=3)
+    return d
+
+
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer, 32-wide BERT with a word-level vocabulary, saved like any HF model directory."""

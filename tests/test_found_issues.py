@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_pretrain_cli import clm_config, mlm_config, write_corpus
+from tests.test_pretrain_cli import clm_config, mlm_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -17,17 +17,7 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-@pytest.fixture
-def corpus(tmp_path: Path) -> Path:
-    d = tmp_path / "corpus"
-    d.mkdir()
-    write_corpus(d / "a.txt", 150, seed=1)
-    write_corpus(d / "b.txt", 150, seed=2)
-    write_corpus(d / "valid.txt", 40, seed=3)
-    return d
-
-
-def test_predict_fills_masks_with_an_nsp_model(cli, corpus, tmp_path: Path) -> None:
+def test_predict_fills_masks_with_an_nsp_model(cli, corpus_dir, tmp_path: Path) -> None:
     config = mlm_config(tmp_path, task="mlm+nsp")
     assert cli("pretrain", "--config", config, "--set", "training.max_steps=5").exit_code == 0
     result = cli("predict", "--config", config, "--prompt", "the cat [MASK] the garden.")
@@ -53,7 +43,7 @@ def test_evaluate_uses_the_rows_a_classification_run_held_out(cli, write_config,
     assert metrics["accuracy"] == final["eval_accuracy"]
 
 
-def test_evaluate_uses_the_tail_a_language_model_run_held_out(cli, corpus, tmp_path: Path) -> None:
+def test_evaluate_uses_the_tail_a_language_model_run_held_out(cli, corpus_dir, tmp_path: Path) -> None:
     config = clm_config(tmp_path)
     holdout = ["--set", "data.validation=null", "--set", "training.max_steps=10"]
     assert cli("pretrain", "--config", config, *holdout).exit_code == 0

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_pretrain_cli import clm_config, mlm_config, write_corpus
+from tests.test_pretrain_cli import clm_config, mlm_config
 
 # task -> (training loss at steps 5, 10, 15, 20; validation loss at step 20)
 GOLDEN: dict[str, tuple[list[float], float]] = {
@@ -28,16 +28,6 @@ GOLDEN: dict[str, tuple[list[float], float]] = {
 }  # fmt: skip
 
 STEPS = ["--set", "training.max_steps=20", "--set", "training.log_every=5", "--set", "training.eval_every=20"]
-
-
-@pytest.fixture
-def corpus(tmp_path: Path) -> Path:
-    d = tmp_path / "corpus"
-    d.mkdir()
-    write_corpus(d / "a.txt", 150, seed=1)
-    write_corpus(d / "b.txt", 150, seed=2)
-    write_corpus(d / "valid.txt", 40, seed=3)
-    return d
 
 
 def losses(run: Path) -> tuple[list[float], float]:
@@ -73,7 +63,7 @@ def test_classification_golden(cli, write_config, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("task", ["mlm", "mlm+nsp", "clm", "mlm-unpacked"])
-def test_language_model_golden(cli, corpus: Path, tmp_path: Path, task: str) -> None:
+def test_language_model_golden(cli, corpus_dir: Path, tmp_path: Path, task: str) -> None:
     if task == "clm":
         config, extra = clm_config(tmp_path), []
     elif task == "mlm-unpacked":

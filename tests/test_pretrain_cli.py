@@ -12,43 +12,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
-SUBJECTS = ["the cat", "a dog", "my friend", "the old man", "her sister", "the film", "this book"]
-VERBS = ["liked", "watched", "found", "praised", "hated", "read", "saw"]
-OBJECTS = [
-    "the garden.",
-    "a good story.",
-    "the long road.",
-    "an old song.",
-    "the red door.",
-    "a quiet night.",
-]
-
-
-def write_corpus(path: Path, n_paragraphs: int, seed: int) -> Path:
-    rng = random.Random(seed)
-    paragraphs = []
-    for _ in range(n_paragraphs):
-        sentences = [
-            f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)}"
-            for _ in range(rng.randint(2, 5))
-        ]
-        paragraphs.append(" ".join(s[0].upper() + s[1:] for s in sentences))
-    path.write_text("\n\n".join(paragraphs) + "\n", encoding="utf-8")
-    return path
+from tests.conftest import OBJECTS, SUBJECTS, VERBS, write_corpus  # noqa: F401 (imported by other tests)
 
 
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-@pytest.fixture
-def corpus_dir(tmp_path: Path) -> Path:
-    d = tmp_path / "corpus"
-    d.mkdir()
-    write_corpus(d / "a.txt", 150, seed=1)
-    write_corpus(d / "b.txt", 150, seed=2)
-    write_corpus(d / "valid.txt", 40, seed=3)
-    return d
 
 
 def clm_config(tmp_path: Path, extra: str = "") -> Path:

@@ -22,7 +22,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.test_pretrain_cli import clm_config, mlm_config, write_corpus
+from tests.test_pretrain_cli import clm_config, mlm_config
 
 TIMING = ("samples_per_s", "tokens_per_s", "flops_per_s")
 REPO = Path(__file__).resolve().parents[1]
@@ -30,16 +30,6 @@ REPO = Path(__file__).resolve().parents[1]
 
 class Killed(BaseException):
     """Stands in for SIGKILL: no handler, no cleanup beyond what `finally` blocks do."""
-
-
-@pytest.fixture
-def corpus(tmp_path: Path) -> Path:
-    d = tmp_path / "corpus"
-    d.mkdir()
-    write_corpus(d / "a.txt", 150, seed=1)
-    write_corpus(d / "b.txt", 150, seed=2)
-    write_corpus(d / "valid.txt", 40, seed=3)
-    return d
 
 
 def kill_at(monkeypatch: pytest.MonkeyPatch, target: object, name: str, call: int) -> None:
@@ -148,7 +138,7 @@ LANGUAGE_MODELS = [
     ("name", "make", "sets", "kill"), LANGUAGE_MODELS, ids=[c[0] for c in LANGUAGE_MODELS]
 )
 def test_language_models_resume_exactly(
-    cli, corpus, monkeypatch, tmp_path: Path, name, make, sets, kill
+    cli, corpus_dir, monkeypatch, tmp_path: Path, name, make, sets, kill
 ) -> None:
     config = make(tmp_path)
     common = [
@@ -167,7 +157,7 @@ def test_language_models_resume_exactly(
     assert_same_run(tmp_path / "whole", tmp_path / "run")
 
 
-def test_streaming_epoch_rolls_over_and_the_stream_position_is_saved(cli, corpus, tmp_path: Path) -> None:
+def test_streaming_epoch_rolls_over_and_the_stream_position_is_saved(cli, corpus_dir, tmp_path: Path) -> None:
     """The stream case above must really cross an epoch and resume mid-stream from saved state."""
     config = clm_config(tmp_path)
     sets = ["data.streaming=true", "data.shuffle_buffer=32", "training.max_steps=90", "training.save_every=9"]
@@ -183,7 +173,7 @@ def test_streaming_epoch_rolls_over_and_the_stream_position_is_saved(cli, corpus
     assert mid and all(s["stream"]["cursor"] is not None or s["stream"]["draining"] for s in mid)
 
 
-def test_sigkill_of_a_real_process_resumes_exactly(cli, corpus, tmp_path: Path) -> None:
+def test_sigkill_of_a_real_process_resumes_exactly(cli, corpus_dir, tmp_path: Path) -> None:
     """`kill -9` while the run trains and saves every 3 steps; `--resume auto` finishes it exactly."""
     config = clm_config(tmp_path)
     common = [
@@ -274,7 +264,7 @@ def test_a_second_ctrl_c_aborts_at_once(cli, write_config, monkeypatch, tmp_path
 
 
 def test_a_diverging_loss_names_the_step_and_the_last_good_checkpoint(
-    cli, corpus, monkeypatch, tmp_path: Path
+    cli, corpus_dir, monkeypatch, tmp_path: Path
 ) -> None:
     from ptft_cli.tasks import clm
 
@@ -297,7 +287,7 @@ def test_a_diverging_loss_names_the_step_and_the_last_good_checkpoint(
 
 
 def test_a_full_disk_during_a_save_is_one_line_and_keeps_the_previous_checkpoint(
-    cli, corpus, monkeypatch, tmp_path: Path
+    cli, corpus_dir, monkeypatch, tmp_path: Path
 ) -> None:
     import errno
 
@@ -323,7 +313,7 @@ def test_a_full_disk_during_a_save_is_one_line_and_keeps_the_previous_checkpoint
     assert result.exit_code == 0, result.output
 
 
-def test_resume_refuses_a_changed_config_and_accepts_allowed_changes(cli, corpus, tmp_path: Path) -> None:
+def test_resume_refuses_a_changed_config_and_accepts_allowed_changes(cli, corpus_dir, tmp_path: Path) -> None:
     config = clm_config(tmp_path)
     assert cli("pretrain", "--config", config).exit_code == 0
     result = cli("pretrain", "--config", config, "--resume", "auto", "--set", "training.learning_rate=1e-3")
@@ -337,10 +327,10 @@ def test_resume_refuses_a_changed_config_and_accepts_allowed_changes(cli, corpus
     assert json.loads((tmp_path / "run" / "results.json").read_text())["steps"] == 70
 
 
-def test_resume_refuses_edited_training_data(cli, corpus, tmp_path: Path) -> None:
+def test_resume_refuses_edited_training_data(cli, corpus_dir, tmp_path: Path) -> None:
     config = clm_config(tmp_path)
     assert cli("pretrain", "--config", config, "--set", "training.max_steps=10").exit_code == 0
-    with open(corpus / "a.txt", "a") as f:
+    with open(corpus_dir / "a.txt", "a") as f:
         f.write("More text.\n")
     result = cli("pretrain", "--config", config, "--resume", "auto", "--set", "training.max_steps=20")
     assert result.exit_code == 2 and "a.txt changed since the checkpoint" in result.output
@@ -361,7 +351,9 @@ def test_checkpoints_kept_are_the_newest_and_the_best(cli, write_config, tmp_pat
     assert kept == sorted({best, last - 3, last}), (best, last, kept)
 
 
-def test_partial_checkpoints_are_never_used_and_leftovers_are_removed(cli, corpus, tmp_path: Path) -> None:
+def test_partial_checkpoints_are_never_used_and_leftovers_are_removed(
+    cli, corpus_dir, tmp_path: Path
+) -> None:
     config = clm_config(tmp_path)
     assert cli("pretrain", "--config", config, "--set", "training.max_steps=20").exit_code == 0
     checkpoints = tmp_path / "run" / "checkpoints"
@@ -377,7 +369,7 @@ def test_partial_checkpoints_are_never_used_and_leftovers_are_removed(cli, corpu
     assert not (checkpoints / ".tmp-step-00000030-abc").exists()
 
 
-def test_resume_from_a_given_checkpoint_and_fork_a_run(cli, corpus, tmp_path: Path) -> None:
+def test_resume_from_a_given_checkpoint_and_fork_a_run(cli, corpus_dir, tmp_path: Path) -> None:
     config = clm_config(tmp_path)
     sets = ["--set", "training.save_every=10", "--set", "training.keep_checkpoints=10"]
     assert (
