@@ -120,9 +120,15 @@ class TrainProgress:
         self.progress.stop()
 
     def advance(self, step: int, loss: float | None, rate: str) -> None:
-        self.progress.update(
-            self.task, completed=step, loss="-" if loss is None else f"{loss:.4f}", rate=rate
-        )
+        """Move the bar; without a terminal, a logging step (one with a rate) prints a plain line."""
+        shown = "-" if loss is None else f"{loss:.4f}"
+        self.progress.update(self.task, completed=step, loss=shown, rate=rate)
+        if not self.live and rate:
+            total = self.progress.tasks[0].total
+            elapsed = time.perf_counter() - self.start_time
+            console.print(
+                Text(f"step {step}/{total:.0f}  loss {shown}  {rate}  {elapsed:,.0f}s"), soft_wrap=True
+            )
 
     def note(self, message: str) -> None:
         """A line above the bar (or a plain log line when there is no live bar)."""

@@ -105,7 +105,7 @@ class TrainState:
     step: int = 0  # optimizer steps taken
     epoch: int = 0  # current epoch (0-based)
     batch_in_epoch: int = 0  # micro-batches of this epoch already consumed
-    stream: dict[str, Any] | None = None  # a stream's position after those batches (streaming only)
+    stream: dict[str, Any] | None = None  # a stream's position after those batches (streaming; at saves)
     examples: int = 0
     best_metric: str | None = None
     best_value: float | None = None
@@ -180,7 +180,6 @@ def train(
             if micro:
                 grad_norm = _step(model, micro, opt, data, state)
                 state.batch_in_epoch += len(micro)
-                state.stream = data.batches.position()
                 if plan.batches_per_epoch is not None and state.batch_in_epoch >= plan.batches_per_epoch:
                     epoch_over = True
             if epoch_over:
@@ -227,6 +226,8 @@ def train(
             )
             if save:
                 started = time.perf_counter()
+                # a stream's position is read only here: it copies the shuffle buffer
+                state.stream = data.batches.position() if state.batch_in_epoch else None
                 cb.save_checkpoint(state)
                 clock.side(started)
             if stop:

@@ -310,12 +310,13 @@ def _finish(
 
     clock, startup, started = timing
     t = cfg.training
+    plot_losses(log.records, run.loss_png, f"{Path(str(cfg.source)).stem}: loss")
     session = time.perf_counter() - started
     train_seconds = session - startup - clock.side_seconds
     results = {
         "train_seconds": round(train_seconds, 2),
         "eval_and_save_seconds": round(clock.side_seconds, 2),
-        "startup_seconds": round(startup, 2),
+        "startup_seconds": round(startup, 2),  # from the command's start to the training loop's
         "total_seconds": round(session, 2),
         "steps": state.step,
         "examples_seen": state.examples,
@@ -327,9 +328,8 @@ def _finish(
         "model_dir": str(run.model_dir),
     }
     checkpoint.atomic_write_json(run.results_json, results)
-    plot_losses(log.records, run.loss_png, f"{Path(str(cfg.source)).stem}: loss")
     shown = {k[5:]: v for k, v in state.last_eval.items() if k.startswith("eval_")}
-    shown.update({"steps": state.step, "train time (s)": round(train_seconds, 1)})
+    shown.update({"steps": state.step, "train time": f"{train_seconds:.1f} s"})
     if t.best_metric and state.best_value is not None:
         shown[f"best {t.best_metric}"] = f"{state.best_value:.4f} at step {state.best_step}"
     console.metrics_table("results", shown)
