@@ -20,11 +20,13 @@ writes into a directory that holds another run.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import json
 import os
 import random
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,9 +37,12 @@ import numpy as np
 
 from ptft_cli.errors import PtftError, RunDirError
 
-RUN_MARKERS = ("config.yaml", "env.json", "metrics.jsonl")
+RUN_MARKER = ".ptft-run"  # written first by every run: only a folder holding it is a run ptft may replace
+LOCK = ".ptft-lock"  # held (flock) by the process writing the run
+LEGACY_HEADER = "# resolved by ptft from"  # the first line of config.yaml in runs written before the marker
 CHECKPOINT_MARKER = "checkpoint.json"
 CHECKPOINT_FORMAT = 1
+SYSTEM_DIRS = ("/proc", "/sys", "/dev")
 
 
 class SaveError(PtftError):
@@ -48,6 +53,7 @@ class RunDir:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
 
+    marker = property(lambda self: self.path / RUN_MARKER)
     config_yaml = property(lambda self: self.path / "config.yaml")
     env_json = property(lambda self: self.path / "env.json")
     split_json = property(lambda self: self.path / "split.json")
@@ -60,7 +66,41 @@ class RunDir:
     predictions = property(lambda self: self.path / "predictions.jsonl")
 
     def holds_run(self) -> bool:
-        return self.path.is_dir() and any((self.path / m).exists() for m in RUN_MARKERS)
+        """A ptft run: the marker only ptft writes (or, for older runs, a config.yaml ptft wrote)."""
+        if self.marker.is_file():
+            return True
+        try:
+            with open(self.config_yaml, encoding="utf-8") as f:
+                return f.readline().startswith(LEGACY_HEADER)
+        except (OSError, UnicodeDecodeError):
+            return False
+
+    def check_location(self, protected: dict[Path, str], where: str) -> None:
+        """output_dir may not hold the config or a data file (`protected`: path -> what it is), at any
+        depth: replacing the run there would delete them. Nor a system folder, a file, or inside a file."""
+        p = self.path.resolve()
+        for q, what in protected.items():
+            if p in q.resolve().parents:
+                raise RunDirError(
+                    f"{p} holds {what} {q}",
+                    where=where,
+                    key="output_dir",
+                    hint="use a folder of its own for the run, e.g. runs/NAME next to the config",
+                )
+        if any(str(p) == d or str(p).startswith(d + "/") for d in SYSTEM_DIRS):
+            raise RunDirError(
+                f"{p} is a system folder", where=where, key="output_dir", hint="use a folder of your own"
+            )
+        existing = next((a for a in (p, *p.parents) if a.exists()), None)
+        if existing is not None and not existing.is_dir():
+            raise RunDirError(
+                f"{existing} is a file" + ("" if existing == p else f", so {p} cannot be created"),
+                where=where,
+                key="output_dir",
+                hint="point output_dir at a folder",
+            )
+        if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+            raise RunDirError(f"{existing} is not writable", where=where, key="output_dir")
 
     def check_claimable(self, *, overwrite: bool, where: str) -> None:
         """Refuse (before anything is written) if the directory holds another run or other files."""
@@ -72,7 +112,9 @@ class RunDir:
         entries = [e.name for e in p.iterdir()]
         if not entries:
             return
-        is_run = any(m in entries for m in RUN_MARKERS)
+        is_run = self.holds_run()
+        if is_run:
+            _check_unlocked(p, where)
         if overwrite and is_run:
             return
         if is_run:
@@ -86,14 +128,27 @@ class RunDir:
             f"{p} is not empty and is not a ptft run ({len(entries)} entries)",
             where=where,
             key="output_dir",
-            hint="point output_dir at a new or empty directory",
+            hint="point output_dir at a new or empty directory; ptft never deletes files it did not write",
         )
 
-    def claim(self, *, replace: bool) -> None:
-        """Create the directory; with `replace`, first remove the previous run (checked claimable)."""
-        if replace and self.path.exists() and any(self.path.iterdir()):
-            shutil.rmtree(self.path)
-        self.path.mkdir(parents=True, exist_ok=True)
+    def claim(self, *, replace: bool, where: str) -> Claim:
+        """Take the directory for this run: lock it, and with `replace` move the previous run aside
+        (it is deleted once this run saves its first checkpoint, and put back if this run fails first)."""
+        aside = None
+        if replace and self.holds_run():
+            aside = self.path.with_name(f".{self.path.name}.replaced-{os.getpid()}")
+            os.replace(self.path, aside)
+        existed = self.path.is_dir()
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            if aside is not None:
+                os.replace(aside, self.path)
+            raise _disk_error(self.path, e) from None
+        fd = _lock(self.path, where)
+        if not self.marker.exists():
+            atomic_write_json(self.marker, {"ptft_run": True, "pid": os.getpid()})
+        return Claim(self, fd, aside, fresh=not existed or aside is not None)
 
     def checkpoint(self, step: int) -> Path:
         return self.checkpoints_dir / f"step-{step:08d}"
@@ -118,17 +173,115 @@ class RunDir:
                     shutil.rmtree(p, ignore_errors=True)
 
 
+def check_output_file(path: Path, key: str, where: str, inputs: list[str]) -> None:
+    """A file `predict`/`evaluate` will write: not a folder, not one of its inputs, in a writable folder."""
+    p = path.resolve()
+    if p.is_dir():
+        raise RunDirError(
+            f"{p} is a folder", where=where, key=key, hint="name a file, e.g. predictions.jsonl"
+        )
+    if any(p == Path(i).resolve() for i in inputs if i):
+        raise RunDirError(
+            f"{p} is also the input", where=where, key=key, hint="write the predictions to another file"
+        )
+    check_output_dir(p.parent, key, where)
+
+
+def check_output_dir(path: Path, key: str, where: str) -> None:
+    """A folder ptft will create or write into: not a file, nothing above it a file, writable."""
+    p = path.resolve()
+    if any(str(p) == d or str(p).startswith(d + "/") for d in SYSTEM_DIRS):
+        raise RunDirError(f"{p} is a system folder", where=where, key=key, hint="use a folder of your own")
+    existing = next((a for a in (p, *p.parents) if a.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise RunDirError(
+            f"{existing} is a file" + ("" if existing == p else f", so {p} cannot be created"),
+            where=where,
+            key=key,
+            hint="point it at a folder",
+        )
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise RunDirError(f"{existing} is not writable", where=where, key=key)
+
+
+@dataclass
+class Claim:
+    """A run directory this process writes: its lock, and the run it replaces (kept aside)."""
+
+    run: RunDir
+    lock_fd: int | None
+    aside: Path | None  # the replaced run, until this one saves a checkpoint
+    fresh: bool  # the directory was created (or emptied) for this run
+
+    def saved(self) -> None:
+        """This run has a checkpoint: the run it replaced can go."""
+        if self.aside is not None:
+            shutil.rmtree(self.aside, ignore_errors=True)
+            self.aside = None
+
+    def failed(self, reached_first_step: bool) -> None:
+        """The run stopped on an error before saving anything: a replaced run comes back; a new run
+        that never took a step leaves nothing behind (it is not a run)."""
+        if self.aside is not None:
+            shutil.rmtree(self.run.path, ignore_errors=True)
+            os.replace(self.aside, self.run.path)
+            self.aside = None
+        elif self.fresh and not reached_first_step:
+            shutil.rmtree(self.run.path, ignore_errors=True)
+        self.release()
+
+    def release(self) -> None:
+        if self.lock_fd is not None:
+            os.close(self.lock_fd)  # closing the descriptor releases the flock
+            self.lock_fd = None
+
+
+def _lock(folder: Path, where: str) -> int | None:
+    """An exclusive lock on `folder`, held until the process ends; another live holder is refused.
+    (flock locks die with their process, so a killed run never leaves a stale one.)"""
+    try:
+        import fcntl
+    except ImportError:  # not on POSIX: no lock
+        return None
+    fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise RunDirError(
+            f"{folder} is being written by another ptft process (pid {holder})",
+            where=where,
+            key="output_dir",
+            hint="wait for it to finish, or use another output_dir",
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
+
+
+def _check_unlocked(folder: Path, where: str) -> None:
+    """Refuse a run directory another live process is writing (without keeping a lock)."""
+    if (folder / LOCK).is_file():
+        fd = _lock(folder, where)
+        if fd is not None:
+            os.close(fd)
+
+
 # ---------------------------------------------------------------------------------------------
 # Atomic writes
 
 
-def _disk_error(path: Path, e: OSError) -> SaveError:
+def _disk_error(path: Path, e: BaseException, needed: int | None = None) -> SaveError:
+    code = e.errno if isinstance(e, OSError) else errno.ENOSPC  # libraries' own "no space" errors
     reason = {
         errno.ENOSPC: "no space left on the device",
         errno.EDQUOT: "disk quota exceeded",
         errno.EACCES: "permission denied",
         errno.EROFS: "read-only file system",
-    }.get(e.errno or 0, e.strerror or str(e))
+    }.get(code or 0, getattr(e, "strerror", None) or str(e).splitlines()[0][:200])
+    if needed:
+        reason += f" (needs about {needed / 1e6:,.1f} MB, {_free(path) / 1e6:,.1f} MB free)"
     return SaveError(
         f"cannot write {path}: {reason}",
         where=str(path.parent),
@@ -136,10 +289,31 @@ def _disk_error(path: Path, e: OSError) -> SaveError:
     )
 
 
+def _free(path: Path) -> int:
+    folder = next((p for p in (path, *path.parents) if p.exists()), Path("/"))
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return 0
+
+
+def _out_of_space(e: BaseException, path: Path) -> bool:
+    """safetensors and torch.save report a full disk in their own exception types."""
+    text = str(e)
+    return "No space left" in text or "unexpected pos" in text or _free(path) < (1 << 20)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.name}.", suffix=".tmp")
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600: give the file the mode open() would
     except OSError as e:
         raise _disk_error(path, e) from None
     try:
@@ -160,30 +334,58 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
-def atomic_save_dir(dest: Path, write: Callable[[Path], None]) -> None:
-    """Fill a temporary sibling folder with `write(folder)`, fsync it, then swap it in for `dest`."""
+def atomic_save_dir(dest: Path, write: Callable[[Path], None], needed: int | None = None) -> None:
+    """Fill a temporary sibling folder with `write(folder)`, fsync it, then swap it in for `dest`
+    (with one atomic exchange where the system has it, so `dest` is never missing). `needed`:
+    the bytes it will take, checked against the free space first."""
+    if needed and _free(dest.parent) < needed:
+        raise _disk_error(dest, OSError(errno.ENOSPC, "no space"), needed)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".tmp-{dest.name}-"))
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
     except OSError as e:
         raise _disk_error(dest, e) from None
     try:
         write(tmp)
+        _apply_umask(tmp)
         _fsync_tree(tmp)
         if dest.exists():
-            old = dest.with_name(f".trash-{dest.name}-{os.getpid()}")
-            os.replace(dest, old)
-            os.replace(tmp, dest)
-            shutil.rmtree(old, ignore_errors=True)
+            if not _exchange(tmp, dest):
+                old = dest.with_name(f".trash-{dest.name}-{os.getpid()}")
+                os.replace(dest, old)
+                os.replace(tmp, dest)
+                tmp = old
+            shutil.rmtree(tmp, ignore_errors=True)  # the previous version, now under the temporary name
         else:
             os.replace(tmp, dest)
         _fsync_dir(dest.parent)
-    except OSError as e:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise _disk_error(dest, e) from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError) or (isinstance(e, Exception) and _out_of_space(e, dest)):
+            raise _disk_error(dest, e, needed) from None
         raise
+
+
+def _apply_umask(folder: Path) -> None:
+    """Libraries write some files 0600 (safetensors does): give every file and folder the mode a
+    plain open()/mkdir() would under the user's umask."""
+    mask = _umask()
+    for p in folder.rglob("*"):
+        os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~mask)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
 def _fsync_tree(folder: Path) -> None:
@@ -216,7 +418,11 @@ def save_pretrained(model: Any, tokenizer: Any, dest: Path) -> None:
         if tokenizer is not None:
             tokenizer.save_pretrained(folder)
 
-    atomic_save_dir(dest, write)
+    atomic_save_dir(dest, write, needed=_weight_bytes(model))
+
+
+def _weight_bytes(model: Any) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -284,7 +490,11 @@ def save_checkpoint(run: RunDir, state: Any, snap: Snapshot, *, keep: int) -> Pa
         marker = {"format": CHECKPOINT_FORMAT, "step": state.step, "files": files}
         (folder / CHECKPOINT_MARKER).write_text(json.dumps(marker, indent=1) + "\n", encoding="utf-8")
 
-    atomic_save_dir(dest, write)
+    # weights, and AdamW's two moments per trainable weight (fp32)
+    needed = _weight_bytes(snap.model) + sum(
+        8 * p.numel() for p in snap.model.parameters() if p.requires_grad
+    )
+    atomic_save_dir(dest, write, needed=needed)
     _prune(run, keep=keep, best_step=state.best_step, newest=dest)
     return dest
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+MAX_MESSAGE = 400  # a message quotes values; a huge value must not become a huge line
+
 
 class PtftError(Exception):
     """A problem with the user's input (config, data, paths), never a bug.
@@ -24,7 +26,10 @@ class PtftError(Exception):
     def line(self) -> str:
         parts = [p for p in (self.where, self.key) if p]
         prefix = ": ".join(parts)
-        return f"{prefix}: {self.message}" if prefix else self.message
+        message = (
+            self.message if len(self.message) <= MAX_MESSAGE else self.message[: MAX_MESSAGE - 3] + "..."
+        )
+        return f"{prefix}: {message}" if prefix else message
 
     @classmethod
     def many(cls, problems: list[PtftError]) -> PtftError:

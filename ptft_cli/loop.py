@@ -151,6 +151,10 @@ class Diverged(Exception):
         self.step, self.loss = step, loss
 
 
+class EmptyEpoch(Exception):
+    """An epoch yielded no batch at all (e.g. a stream shorter than one block)."""
+
+
 @dataclass
 class Clock:
     """Wall time of this session, so throughput and `train_seconds` measure training alone."""
@@ -170,12 +174,16 @@ def train(
     clock = Clock()
     model.train()
     while state.step < plan.total_steps and not state.stopped_early:
+        fresh_epoch = state.batch_in_epoch == 0 and state.stream is None
         batches = data.batches.iterate(state.epoch, state.batch_in_epoch, state.stream)
         epoch_over = False
         while not epoch_over and state.step < plan.total_steps:
             # one optimizer step = `accumulation` micro-batches; the loss is normalised by the items
             # in the whole step, so accumulation equals one big batch
             micro = [data.collate(b) for b in itertools.islice(batches, plan.accumulation)]
+            if not micro and fresh_epoch:
+                raise EmptyEpoch(state.epoch)  # else every later epoch is empty too: a busy loop
+            fresh_epoch = False
             epoch_over = len(micro) < plan.accumulation  # a stream ran dry
             if micro:
                 grad_norm = _step(model, micro, opt, data, state)

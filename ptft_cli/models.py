@@ -84,6 +84,75 @@ def check_ref(ref: str | None, key: str, where: str, *, what: str = "model") -> 
     return ref  # a Hub id: resolved (or refused) when loaded
 
 
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "vocab.json",
+    "tokenizer.model",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+)
+
+
+def check_files(ref: str, key: str, where: str, *, tokenizer: bool) -> None:
+    """A local model directory holds readable weights (a complete safetensors file, or all the shards
+    its index names) and, when the tokenizer comes from it, tokenizer files. Hub ids pass."""
+    folder = Path(ref)
+    if not folder.is_dir():
+        return
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+        except (ValueError, KeyError, AttributeError):
+            raise ConfigError(f"{index} is not a safetensors index", where=where, key=key) from None
+        for shard in shards:
+            _check_safetensors(folder / shard, key, where)
+    elif (folder / "model.safetensors").exists():
+        _check_safetensors(folder / "model.safetensors", key, where)
+    elif not any((folder / name).is_file() for name in ("pytorch_model.bin", "pytorch_model.bin.index.json")):
+        raise ConfigError(
+            f"{ref} has no model weights (model.safetensors)",
+            where=where,
+            key=key,
+            hint="point at a folder written by save_pretrained (e.g. a ptft run's model/)",
+        )
+    if tokenizer and not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise ConfigError(
+            f"{ref} has no tokenizer files ({', '.join(TOKENIZER_FILES[:3])}, ...)",
+            where=where,
+            key=key,
+            hint="set tokenizer.name_or_path to the tokenizer's folder, or tokenizer.type to train one",
+        )
+
+
+def _check_safetensors(path: Path, key: str, where: str) -> None:
+    """The file's JSON header parses and the file is as long as the tensors it lists."""
+    problem = None
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            n = int.from_bytes(head, "little") if len(head) == 8 else -1
+            if size == 0:
+                problem = "is empty"
+            elif n <= 0 or 8 + n > size:
+                problem = "is not a safetensors file (or its header is cut off)"
+            else:
+                header = json.loads(f.read(n))
+                end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+                if size < 8 + n + end:
+                    problem = f"is truncated ({size:,} of {8 + n + end:,} bytes)"
+    except FileNotFoundError:
+        problem = "is missing"
+    except (OSError, ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError):
+        problem = "is not a safetensors file"
+    if problem:
+        raise ConfigError(
+            f"{path} {problem}", where=where, key=key, hint="save the model again, or use another copy"
+        )
+
+
 def check_refs(cfg: Config, command: str) -> None:
     """The model and tokenizer a training run names exist (or look like Hub ids)."""
     m = cfg.model
@@ -102,7 +171,10 @@ def check_refs(cfg: Config, command: str) -> None:
             hint="set model.name_or_path, or model.architecture (bert, roberta, gpt2, llama, ...) with a size",
         )
     if m.name_or_path:
-        check_ref(m.name_or_path, "model.name_or_path", cfg.where("model.name_or_path"))
+        where = cfg.where("model.name_or_path")
+        check_ref(m.name_or_path, "model.name_or_path", where)
+        own_tokenizer = not cfg.tokenizer.name_or_path and not cfg.tokenizer.type
+        check_files(m.name_or_path, "model.name_or_path", where, tokenizer=own_tokenizer)
         fit_max_length(cfg, m.name_or_path)
     if cfg.tokenizer.name_or_path:
         check_ref(
@@ -158,8 +230,38 @@ def quiet_transformers() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+_HUB_CHECKED: dict[str, bool] = {}
+
+
+def _hub_reachable() -> bool:
+    """Whether the Hugging Face Hub answers (checked once, within 3 s). Without it, huggingface_hub
+    retries for about a minute before failing; offline mode makes cached models load at once and
+    the rest fail at once."""
+    if "ok" not in _HUB_CHECKED:
+        import socket
+        from urllib.parse import urlparse
+
+        host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+        try:
+            socket.create_connection((host, 443), timeout=3).close()
+            _HUB_CHECKED["ok"] = True
+        except OSError:
+            _HUB_CHECKED["ok"] = False
+            import huggingface_hub.constants
+
+            os.environ["HF_HUB_OFFLINE"] = "1"
+            huggingface_hub.constants.HF_HUB_OFFLINE = True
+    return _HUB_CHECKED["ok"]
+
+
+def _from_hub(ref: str) -> bool:
+    return not Path(ref).exists()
+
+
 def _hub_error(ref: str, key: str, where: str, err: Exception) -> ConfigError:
     first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+    if _from_hub(ref) and not _HUB_CHECKED.get("ok", True):
+        first = "the Hugging Face Hub cannot be reached and it is not in the local cache"
     return ConfigError(
         f"cannot load {ref!r}: {first}",
         where=where,
@@ -171,6 +273,8 @@ def _hub_error(ref: str, key: str, where: str, err: Exception) -> ConfigError:
 def load_tokenizer(ref: str, m: ModelConfig, key: str, where: str) -> Any:
     from transformers import AutoTokenizer
 
+    if _from_hub(ref):
+        _hub_reachable()
     try:
         tok = AutoTokenizer.from_pretrained(ref, revision=m.revision, trust_remote_code=m.trust_remote_code)
     except (OSError, ValueError, KeyError) as e:
@@ -242,6 +346,8 @@ def set_dropout(config: Any, p: float) -> None:
 def load_config(ref: str, m: ModelConfig, key: str, where: str, **overrides: Any) -> Any:
     from transformers import AutoConfig
 
+    if _from_hub(ref):
+        _hub_reachable()
     try:
         config = AutoConfig.from_pretrained(
             ref, revision=m.revision, trust_remote_code=m.trust_remote_code, **overrides

@@ -22,7 +22,7 @@ from typing import Any
 from ptft_cli import checkpoint, console, models, tasks
 from ptft_cli.checkpoint import RunDir
 from ptft_cli.config import Config, dump, resume_changes
-from ptft_cli.errors import ConfigError, PtftError, RunDirError
+from ptft_cli.errors import ConfigError, DataError, PtftError, RunDirError
 from ptft_cli.signals import Interrupted
 
 
@@ -106,47 +106,79 @@ def train(cfg: Config, command: str, opts: RunOptions) -> dict[str, Any]:
     if saved is not None:
         rows.append(("resume", f"from {saved.path} (step {state.step}, epoch {state.epoch})"))
     _header(cfg, command, rows, data.seq_len, plan, hw)
-    history = _claim(cfg, run, opts, saved, hw, inputs)
-    log = _metrics_log(run, history)
-    if saved is not None:
-        checkpoint.restore_rng(saved)  # last: nothing drawn while setting up changes the run
+    claim, history = _claim(cfg, run, opts, saved, hw, inputs)
+    config_text = run.config_yaml.read_text(encoding="utf-8")
+    snapshot = checkpoint.Snapshot(model, tokenizer, opt, config_text, _sizes(inputs.files))
+    session = _Session(cfg, run, claim, opts, snapshot, _metrics_log(run, history))
+    first_step = state.step
+    try:
+        if saved is not None:
+            checkpoint.restore_rng(saved)  # last: nothing drawn while setting up changes the run
+        return _train_and_finish(session, data, plan, state)
+    except BaseException:
+        claim.failed(reached_first_step=state.step > first_step)
+        raise
+    finally:
+        claim.release()
 
-    # 5. Train.
-    snapshot = checkpoint.Snapshot(
-        model, tokenizer, opt, run.config_yaml.read_text(encoding="utf-8"), _sizes(inputs.files)
-    )
-    startup = time.perf_counter() - opts.started
-    with console.TrainProgress(plan.total_steps, start=state.step) as bar:
-        from ptft_cli.signals import StopOnSignal
 
-        with StopOnSignal(bar.note) as stop:
-            callbacks = loop.Callbacks(
-                log=log.write,
-                progress=bar.advance,
-                note=bar.note,
-                save_checkpoint=lambda s: checkpoint.save_checkpoint(
-                    run, s, snapshot, keep=t.keep_checkpoints
-                ),
-                save_model=lambda: checkpoint.save_pretrained(model, tokenizer, run.model_dir),
-                stop_requested=stop,
-            )
-            try:
-                state, clock = loop.train(model, data, opt, plan, state, callbacks)
-            except loop.Diverged as e:
-                raise _diverged(cfg, run, e) from None
-            except KeyboardInterrupt:
-                raise _interrupted(run, opts, "aborted", 130) from None
+@dataclass
+class _Session:
+    """A training run once its directory is claimed: where everything goes."""
+
+    cfg: Config
+    run: RunDir
+    claim: checkpoint.Claim
+    opts: RunOptions
+    snapshot: checkpoint.Snapshot  # model, tokenizer and optimizer, as checkpoints save them
+    log: Any  # metrics.MetricsLog
+
+
+def _train_and_finish(s: _Session, data: Any, plan: Any, state: Any) -> dict[str, Any]:
+    """5. Train (the loop's records, checkpoints and progress go to the run); 6. the results."""
+    from ptft_cli import loop
+    from ptft_cli.signals import StopOnSignal
+
+    t, run, snap = s.cfg.training, s.run, s.snapshot
+    startup = time.perf_counter() - s.opts.started
+
+    def save_checkpoint(state: Any) -> None:
+        checkpoint.save_checkpoint(run, state, snap, keep=t.keep_checkpoints)
+        s.claim.saved()
+
+    with console.TrainProgress(plan.total_steps, start=state.step) as bar, StopOnSignal(bar.note) as stop:
+        callbacks = loop.Callbacks(
+            log=s.log.write,
+            progress=bar.advance,
+            note=bar.note,
+            save_checkpoint=save_checkpoint,
+            save_model=lambda: checkpoint.save_pretrained(snap.model, snap.tokenizer, run.model_dir),
+            stop_requested=stop,
+        )
+        try:
+            state, clock = loop.train(snap.model, data, snap.opt, plan, state, callbacks)
+        except loop.Diverged as e:
+            raise _diverged(s.cfg, run, e) from None
+        except loop.EmptyEpoch:
+            raise DataError(
+                "the training data yields no batch",
+                where=s.cfg.where("data.train"),
+                key="data.train",
+                hint="a streamed corpus needs at least one block of tokenizer.max_length tokens; add text or "
+                "lower tokenizer.max_length",
+            ) from None
+        except KeyboardInterrupt:
+            raise _interrupted(run, s.opts, "aborted", 130) from None
     if state.interrupted:
-        raise _interrupted(run, opts, f"stopped at step {state.step}", stop.exit_code)
-
-    # 6. Results.
-    return _finish(cfg, run, log, state, (clock, startup, opts.started))
+        raise _interrupted(run, s.opts, f"stopped at step {state.step}", stop.exit_code)
+    return _finish(s.cfg, run, s.log, state, (clock, startup, s.opts.started))
 
 
 def resume_point(cfg: Config, run: RunDir, opts: RunOptions, files: list[Path]) -> checkpoint.Saved | None:
     """The checkpoint this run continues from (None: start at step 0), after checking that the
     output directory may be used and that nothing changed that would break the run."""
     where = cfg.where("resume")
+    run.check_location(_protected(cfg, files), cfg.where("output_dir"))
     if cfg.resume is None:
         run.check_claimable(overwrite=opts.overwrite, where=cfg.where("output_dir"))
         return None
@@ -199,6 +231,13 @@ def resume_point(cfg: Config, run: RunDir, opts: RunOptions, files: list[Path]) 
     return saved
 
 
+def _protected(cfg: Config, files: list[Path]) -> dict[Path, str]:
+    """What a run directory must never contain: the config and the data files."""
+    protected = {cfg.source: "the config"} if cfg.source is not None else {}
+    protected.update({p: "the data file" for p in files})
+    return protected
+
+
 def seed_everything(seed: int) -> None:
     import numpy as np
     import torch
@@ -246,15 +285,19 @@ def _header(
     console.key_values(f"ptft {command} · {cfg.source.name if cfg.source else ''}", rows)
 
 
-def _claim(cfg: Config, run: RunDir, opts: RunOptions, saved: Any, hw: Any, inputs: Any) -> list[dict[str, Any]]:  # fmt: skip
-    """The run's first writes: the directory, config.yaml, env.json, split.json. Returns the metrics
-    history the run continues (a resumed run's checkpoint history; empty for a new run)."""
+def _claim(cfg: Config, run: RunDir, opts: RunOptions, saved: Any, hw: Any, inputs: Any) -> tuple[checkpoint.Claim, list[dict[str, Any]]]:  # fmt: skip
+    """The run's first writes: the directory (locked), config.yaml, env.json, split.json. Returns the
+    claim and the metrics history the run continues (a resumed run's checkpoint history, or none)."""
     from ptft_cli.metrics import environment
 
     resumed_here = saved is not None and saved.path.resolve().parent == run.checkpoints_dir.resolve()
     # `--resume auto` on a run that never saved a checkpoint starts it over in place (its files are
     # rewritten; nothing else in the directory is touched)
-    run.claim(replace=opts.overwrite)
+    claim = run.claim(replace=opts.overwrite, where=cfg.where("output_dir"))
+    if claim.aside is not None:
+        console.info(
+            f"replacing the run in {run.path}: the old one waits in {claim.aside} until the first checkpoint"
+        )
     run.remove_temporaries()
     checkpoint.atomic_write_text(run.config_yaml, f"# resolved by ptft from {cfg.source}\n{dump(cfg)}")
     env = environment(str(hw.device), hw.precision, hw.why, cfg.source.parent if cfg.source else None)
@@ -264,8 +307,8 @@ def _claim(cfg: Config, run: RunDir, opts: RunOptions, saved: Any, hw: Any, inpu
     if saved is None:
         if run.metrics_jsonl.exists():
             run.metrics_jsonl.unlink()
-        return []
-    return checkpoint.restore_metrics(run, saved)
+        return claim, []
+    return claim, checkpoint.restore_metrics(run, saved)
 
 
 def _metrics_log(run: RunDir, history: list[dict[str, Any]]) -> Any:
@@ -345,6 +388,7 @@ def trained_model(cfg: Config, explicit: str | None, key: str) -> str:
     """The model `evaluate`/`predict` use: the one named in the config, else `<output_dir>/model`."""
     if explicit:
         ref = models.check_ref(explicit, key, cfg.where(key))
+        models.check_files(ref, key, cfg.where(key), tokenizer=not cfg.tokenizer.name_or_path)
         models.fit_max_length(cfg, ref)
         return ref
     run = RunDir(cfg.output_dir)
@@ -356,6 +400,9 @@ def trained_model(cfg: Config, explicit: str | None, key: str) -> str:
             key="output_dir",
             hint=f"run `ptft {trains} --config {cfg.source}` first, or set {key} to a model directory",
         )
+    models.check_files(
+        str(run.model_dir), "output_dir", cfg.where("output_dir"), tokenizer=not cfg.tokenizer.name_or_path
+    )
     models.fit_max_length(cfg, str(run.model_dir))
     return str(run.model_dir)
 
@@ -385,6 +432,8 @@ def evaluate(cfg: Config) -> dict[str, Any]:
     run = RunDir(cfg.output_dir)
     inputs = task.evaluation_inputs(cfg, run, ref)
     out_dir = Path(cfg.evaluate.output_dir or run.eval_dir)
+    out_key = "evaluate.output_dir" if cfg.evaluate.output_dir else "output_dir"
+    checkpoint.check_output_dir(out_dir, out_key, cfg.where(out_key))
     loaded = _load(cfg, task, ref, key)
 
     started = time.perf_counter()
@@ -418,6 +467,8 @@ def predict(cfg: Config) -> Path:
     ref = trained_model(cfg, cfg.predict.model, "predict.model")
     inputs = task.prediction_inputs(cfg)
     out = Path(cfg.predict.output or RunDir(cfg.output_dir).predictions)
+    out_key = "predict.output" if cfg.predict.output else "output_dir"
+    checkpoint.check_output_file(out, out_key, cfg.where(out_key), [cfg.predict.input or ""])
     if out.suffix.lower() not in task.PREDICTION_FORMATS:
         raise ConfigError(
             f"cannot write {cfg.task} predictions as {out.suffix or '(no extension)'}",
@@ -467,8 +518,10 @@ def validate(cfg: Config, opts: RunOptions | None = None) -> None:
     if cfg.evaluate.data:
         rows.append(("evaluate.data", str(cfg.evaluate.data)))
     rows.append(("output_dir", str(cfg.output_dir)))
+    run = RunDir(cfg.output_dir)
+    run.check_location(_protected(cfg, files), cfg.where("output_dir"))  # an error: it could delete data
     console.key_values(f"{cfg.source}: valid", rows)
     try:
-        resume_point(cfg, RunDir(cfg.output_dir), opts, files)
+        resume_point(cfg, run, opts, files)
     except RunDirError as e:
         console.warn(f"training would refuse to start: {e.line()}")

@@ -45,6 +45,7 @@ def both(*steps: Callable[[Path, Path], None]) -> Callable[[Path, Path], None]:
 def previous_run(tmp: Path, cfg: Path) -> None:
     run = tmp / "run"
     run.mkdir()
+    (run / ".ptft-run").write_text("{}\n")
     (run / "config.yaml").write_text("task: classification\n")
     (run / "metrics.jsonl").write_text('{"step": 1}\n')
 
@@ -71,7 +72,12 @@ CASES = [
         "wrong type",
         edit("batch_size: 16", "batch_size: sixteen"),
         [],
-        ["config.yaml:14", "training.batch_size", "expected an integer", "allowed: integer (>= 1)"],
+        [
+            "config.yaml:14",
+            "training.batch_size",
+            "expected an integer",
+            "allowed: integer (>= 1, <= 1048576)",
+        ],
     ),
     (
         "negative learning rate",
@@ -391,6 +397,8 @@ def test_evaluate_rejects_labels_the_model_does_not_know(
         id2label={0: "negative", 1: "positive"},
         label2id={"negative": 0, "positive": 1},
     ).save_pretrained(tmp_path / "clf")
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        (tmp_path / "clf" / f).write_bytes((tiny_bert / f).read_bytes())
     (tmp_path / "data" / "odd.csv").write_text("text,label\ngood film,positive\nfine film,neutral\n")
     cfg = write_config()
     result = cli(

@@ -7,10 +7,13 @@ problem, each naming the file and line. Only this package knows YAML.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
+import math
 import os
 import re
+import reprlib
 import types
 import typing
 from pathlib import Path
@@ -46,11 +49,15 @@ def load(
         raise ConfigError(
             "config file not found" if not path.exists() else "is not a file", where=str(path), hint=hint
         )
+    raw_bytes = path.read_bytes()
     try:
-        text = path.read_text(encoding="utf-8")
+        text = raw_bytes.decode("utf-8-sig")
     except UnicodeDecodeError as e:
+        line = raw_bytes[: e.start].count(b"\n") + 1
         raise ConfigError(
-            f"not UTF-8 text (byte {e.start})", where=str(path), hint="save the config as UTF-8"
+            f"not UTF-8 text (byte 0x{raw_bytes[e.start]:02x})",
+            where=f"{path}:{line}",
+            hint="save the config as UTF-8",
         ) from None
     raw, lines = _parse_yaml(text, path)
     problems: list[ConfigError] = []
@@ -81,8 +88,15 @@ def _parse_yaml(text: str, path: Path) -> tuple[dict, dict[str, int]]:
         raise ConfigError(
             f"invalid YAML: {problem}", where=where, hint="check indentation and quoting"
         ) from None
+    except RecursionError:
+        raise ConfigError(
+            f"values nested more than {MAX_DEPTH} levels deep",
+            where=str(path),
+            hint="a config is two levels deep",
+        ) from None
     finally:
         loader.dispose()
+    _check_size(data, path)
     if data is None:
         raise ConfigError("config file is empty", where=str(path), hint="start from a file in configs/")
     if not isinstance(data, dict):
@@ -96,8 +110,40 @@ def _parse_yaml(text: str, path: Path) -> tuple[dict, dict[str, int]]:
     return data, lines
 
 
+MAX_VALUES = 100_000  # a config holds a few hundred values; aliases must not blow that up
+MAX_DEPTH = 20
+
+
+def _check_size(data: Any, path: Path) -> None:
+    """Refuse YAML aliases that refer to themselves or expand beyond any sane config, before
+    anything walks the values (an alias bomb doubles its size with each level)."""
+    count, stack = 0, [(data, 0, ())]
+    while stack:
+        value, depth, parents = stack.pop()
+        count += 1
+        if count > MAX_VALUES:
+            raise ConfigError(
+                f"the values expand to more than {MAX_VALUES:,} (YAML aliases?)",
+                where=str(path),
+                hint="write the values out; a config needs no aliases of that size",
+            )
+        if depth > MAX_DEPTH:
+            raise ConfigError(
+                f"values nested more than {MAX_DEPTH} levels deep",
+                where=str(path),
+                hint="a config is two levels deep",
+            )
+        if isinstance(value, (dict, list)):
+            if id(value) in parents:
+                raise ConfigError(
+                    "a YAML alias refers to itself", where=str(path), hint="remove the recursive alias"
+                )
+            children = value.values() if isinstance(value, dict) else value
+            stack.extend((child, depth + 1, (*parents, id(value))) for child in children)
+
+
 def _record_lines(node: yaml.Node, prefix: str, lines: dict[str, int], path: Path) -> None:
-    if not isinstance(node, yaml.MappingNode):
+    if not isinstance(node, yaml.MappingNode) or prefix.count(".") >= 2:  # keys are at most 3 levels deep
         return
     seen: set[str] = set()
     for key_node, value_node in node.value:
@@ -205,9 +251,13 @@ def _suggest(name: str, valid: list[str], prefix: str) -> str:
     return f"valid keys here: {', '.join(valid)}"
 
 
+_SHOW = reprlib.Repr()
+_SHOW.maxlevel, _SHOW.maxlist, _SHOW.maxdict, _SHOW.maxstring, _SHOW.maxother = 2, 4, 4, 40, 40
+
+
 def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    """A short, bounded rendering of a value for messages (never the whole of a huge value)."""
+    return _SHOW.repr(value)
 
 
 def _allowed(f: dataclasses.Field, tp: Any) -> str:
@@ -265,13 +315,16 @@ def _convert(value: Any, tp: Any) -> Any:
             return int(value)
         raise ValueError(f"expected an integer, got {_show(value)}")
     if tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # PyYAML reads `1e-4` (no dot) as a string; accept it as a number.
-            try:
-                return float(value)
-            except ValueError:
-                pass
+            number = float(value)
+        elif isinstance(value, str):  # PyYAML reads `1e-4` (no dot) as a string; accept it as a number.
+            with contextlib.suppress(ValueError):
+                number = float(value)
+        if number is not None and not math.isfinite(number):
+            raise ValueError(f"{_show(value)} is not a finite number")
+        if number is not None:
+            return number
         raise ValueError(f"expected a number, got {_show(value)}")
     if tp is str:
         if isinstance(value, str):
@@ -294,7 +347,7 @@ def _check_bounds(value: Any, meta: dict) -> None:
         ("lt", lambda v, b: v < b, "<"),
     ):
         if key in meta and not ok(value, meta[key]):
-            raise ValueError(f"{value} is out of range: must be {word} {meta[key]}")
+            raise ValueError(f"{_show(value)} is out of range: must be {word} {meta[key]:,}")
 
 
 def _resolve_paths(value: Any, meta: dict, base: Path) -> Any:
@@ -327,7 +380,7 @@ def _check_semantics(cfg: Config, problems: list[ConfigError]) -> None:
         problems.append(ConfigError(message, where=cfg.where(key), key=key, hint=hint))
 
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.device):
-        bad("device", f"{cfg.device!r} is not a device", "allowed: auto, cpu, cuda, cuda:N, mps")
+        bad("device", f"{_show(cfg.device)} is not a device", "allowed: auto, cpu, cuda, cuda:N, mps")
     if cfg.output_dir is None:
         bad("output_dir", "is required", "e.g. `output_dir: runs/my-run` (relative to the config's folder)")
     if t.warmup_steps is not None and t.warmup_ratio > 0:

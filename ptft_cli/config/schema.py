@@ -52,17 +52,20 @@ class ModelConfig:
         "Build a new, randomly initialised model of this family (pretrain only; sized by the keys below). "
         "Null loads `name_or_path`.",
     )
-    hidden_size: int = opt(256, "Width of a new model.", ge=8)
-    num_layers: int = opt(4, "Transformer blocks of a new model.", ge=1)
-    num_heads: int = opt(4, "Attention heads of a new model (must divide hidden_size).", ge=1)
+    hidden_size: int = opt(256, "Width of a new model.", ge=8, le=65_536)
+    num_layers: int = opt(4, "Transformer blocks of a new model.", ge=1, le=1_000)
+    num_heads: int = opt(4, "Attention heads of a new model (must divide hidden_size).", ge=1, le=1_024)
     num_kv_heads: int | None = opt(
-        None, "Key/value heads of a new llama/mistral (grouped-query attention); null: num_heads.", ge=1
+        None,
+        "Key/value heads of a new llama/mistral (grouped-query attention); null: num_heads.",
+        ge=1,
+        le=1_024,
     )
     intermediate_size: int | None = opt(
-        None, "Feed-forward width of a new model; null: 4 x hidden_size.", ge=1
+        None, "Feed-forward width of a new model; null: 4 x hidden_size.", ge=1, le=1_048_576
     )
     max_position_embeddings: int | None = opt(
-        None, "Positions of a new model; null: tokenizer.max_length.", ge=2
+        None, "Positions of a new model; null: tokenizer.max_length.", ge=2, le=1_048_576
     )
     revision: str | None = opt(None, "Hub branch, tag or commit to load (ignored for local directories).")
     trust_remote_code: bool = opt(
@@ -95,6 +98,7 @@ class TokenizerConfig:
         128,
         "Longest input in tokens (longer texts are truncated); in pretraining, the length of each packed block.",
         ge=2,
+        le=1_048_576,
     )
     type: Literal["bpe", "wordpiece", "char"] | None = opt(
         None,
@@ -102,9 +106,14 @@ class TokenizerConfig:
         "(BERT style) or one token per character. Null uses `name_or_path` or the model's.",
     )
     vocab_size: int = opt(
-        8000, "Vocabulary size of a trained tokenizer, special tokens included (a cap for `char`).", ge=2
+        8000,
+        "Vocabulary size of a trained tokenizer, special tokens included (a cap for `char`).",
+        ge=2,
+        le=4_194_304,
     )
-    min_frequency: int = opt(2, "Least count for a merge or word piece to enter a trained vocabulary.", ge=1)
+    min_frequency: int = opt(
+        2, "Least count for a merge or word piece to enter a trained vocabulary.", ge=1, le=1_000_000_000
+    )
     lowercase: bool = opt(
         False, "Lowercase text before a trained tokenizer sees it (WordPiece, like bert-base-uncased)."
     )
@@ -156,13 +165,17 @@ class DataConfig:
         "Label names in id order. Null: the sorted distinct labels of `train`. Integer labels index this list.",
     )
     max_train_samples: int | None = opt(
-        None, "Keep this many training rows after a seeded shuffle (null keeps all).", ge=1
+        None,
+        "Keep this many training rows after a seeded shuffle (null keeps all).",
+        ge=1,
+        le=1_000_000_000_000,
     )
     max_eval_samples: int | None = opt(
         None,
         "Keep this many validation rows or blocks (the first ones; null keeps all).",
         ge=1,
         resume_safe=True,
+        le=1_000_000_000_000,
     )
     document_boundary: Literal["file", "paragraph", "line"] = opt(
         "file",
@@ -180,7 +193,7 @@ class DataConfig:
         "and a `validation` file (or validation_fraction 0).",
     )
     shuffle_buffer: int = opt(
-        10000, "Streaming: blocks held in memory and shuffled before they are batched.", ge=1
+        10000, "Streaming: blocks held in memory and shuffled before they are batched.", ge=1, le=10_000_000
     )
     cache_dir: str | None = opt(
         "~/.cache/ptft",
@@ -215,40 +228,59 @@ class ObjectiveConfig:
 
 @dataclass
 class TrainingConfig:
-    epochs: float = opt(3.0, "Passes over the training data (fractions allowed).", gt=0, resume_safe=True)
+    epochs: float = opt(
+        3.0, "Passes over the training data (fractions allowed).", gt=0, resume_safe=True, le=100_000
+    )
     max_steps: int | None = opt(
-        None, "Stop after this many optimizer steps; overrides `epochs` when set.", ge=1, resume_safe=True
+        None,
+        "Stop after this many optimizer steps; overrides `epochs` when set.",
+        ge=1,
+        resume_safe=True,
+        le=1_000_000_000,
     )
-    batch_size: int = opt(32, "Examples per optimizer step per device, before gradient accumulation.", ge=1)
+    batch_size: int = opt(
+        32, "Examples per optimizer step per device, before gradient accumulation.", ge=1, le=1_048_576
+    )
     eval_batch_size: int = opt(
-        64, "Examples per forward pass in evaluation and prediction.", ge=1, resume_safe=True
+        64, "Examples per forward pass in evaluation and prediction.", ge=1, resume_safe=True, le=1_048_576
     )
-    gradient_accumulation_steps: int = opt(1, "Micro-batches summed into one optimizer step.", ge=1)
-    learning_rate: float = opt(5e-5, "Peak learning rate of AdamW.", gt=0)
-    min_learning_rate: float = opt(0.0, "Floor the schedule decays to (cosine and linear).", ge=0)
+    gradient_accumulation_steps: int = opt(
+        1, "Micro-batches summed into one optimizer step.", ge=1, le=100_000
+    )
+    learning_rate: float = opt(5e-5, "Peak learning rate of AdamW.", gt=0, le=10.0)
+    min_learning_rate: float = opt(0.0, "Floor the schedule decays to (cosine and linear).", ge=0, le=10.0)
     lr_scheduler: Literal["linear", "cosine", "constant"] = opt("linear", "Decay after warmup.")
     warmup_ratio: float = opt(
         0.0, "Share of all steps spent warming the learning rate up from 0.", ge=0.0, lt=1.0
     )
     warmup_steps: int | None = opt(
-        None, "Warmup length in steps; set this or `warmup_ratio`, not both.", ge=0
+        None, "Warmup length in steps; set this or `warmup_ratio`, not both.", ge=0, le=1_000_000_000
     )
     weight_decay: float = opt(
-        0.01, "AdamW decoupled weight decay; biases and norm weights are never decayed.", ge=0
+        0.01, "AdamW decoupled weight decay; biases and norm weights are never decayed.", ge=0, le=100.0
     )
     adam_betas: list[float] = opt([0.9, 0.999], "AdamW (beta1, beta2).")
-    adam_epsilon: float = opt(1e-8, "AdamW epsilon.", gt=0)
-    max_grad_norm: float | None = opt(1.0, "Clip the global gradient norm to this (null: no clipping).", gt=0)
+    adam_epsilon: float = opt(1e-8, "AdamW epsilon.", gt=0, le=1.0)
+    max_grad_norm: float | None = opt(
+        1.0, "Clip the global gradient norm to this (null: no clipping).", gt=0, le=1e6
+    )
     label_smoothing: float = opt(0.0, "Cross-entropy label smoothing (classification).", ge=0.0, lt=1.0)
     group_by_length: bool = opt(
         True,
         "Batch examples of similar length together (less padding, much faster); batch order stays random.",
     )
     eval_every: int | Literal["epoch"] = opt(
-        "epoch", "Evaluate every N optimizer steps, or at each epoch's end.", resume_safe=True
+        "epoch",
+        "Evaluate every N optimizer steps, or at each epoch's end.",
+        resume_safe=True,
+        le=1_000_000_000,
     )
     log_every: int = opt(
-        10, "Write training loss, learning rate and throughput every N steps.", ge=1, resume_safe=True
+        10,
+        "Write training loss, learning rate and throughput every N steps.",
+        ge=1,
+        resume_safe=True,
+        le=1_000_000_000,
     )
     best_metric: str | None = opt(
         None,
@@ -260,18 +292,21 @@ class TrainingConfig:
         "Stop after this many evaluations without a new best `best_metric` (null: never).",
         ge=1,
         resume_safe=True,
+        le=1_000_000,
     )
     save_every: int | Literal["eval"] = opt(
         "eval",
         "Save a resumable checkpoint every N optimizer steps, or at each evaluation (`eval`); always at the end "
         "and when interrupted.",
         resume_safe=True,
+        le=1_000_000_000,
     )
     keep_checkpoints: int = opt(
         1,
         "Checkpoints kept in `checkpoints/`: the newest N, plus the one with the best `best_metric`.",
         ge=1,
         resume_safe=True,
+        le=1_000_000,
     )
 
 
@@ -296,15 +331,16 @@ class PredictConfig:
     prompt: str | None = opt(
         None, "Language models: one prompt (or masked text) instead of an input file (also `--prompt`)."
     )
-    max_new_tokens: int = opt(64, "Generation: tokens to add to each prompt.", ge=1)
+    max_new_tokens: int = opt(64, "Generation: tokens to add to each prompt.", ge=1, le=1_048_576)
     do_sample: bool = opt(
         False, "Generation: sample (with temperature, top_k, top_p) instead of greedy decoding."
     )
-    temperature: float = opt(1.0, "Generation: softmax temperature when sampling.", gt=0)
+    temperature: float = opt(1.0, "Generation: softmax temperature when sampling.", gt=0, le=100.0)
     top_k: int | None = opt(
         50,
         "Generation: sample from the k most likely tokens (null: all). Fill-mask: predictions per mask.",
         ge=1,
+        le=10_000_000,
     )
     top_p: float | None = opt(
         None,
@@ -326,7 +362,7 @@ class Config:
         path=True,
         resume_safe=True,
     )
-    seed: int = opt(0, "Seed for shuffling, initialisation and dropout.", ge=0)
+    seed: int = opt(0, "Seed for shuffling, initialisation and dropout.", ge=0, le=2**32 - 1)
     resume: str | None = opt(
         None,
         "Continue a run: `auto` (from the newest complete checkpoint in output_dir, or start if there is none), "

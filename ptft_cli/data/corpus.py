@@ -58,6 +58,13 @@ def expand(patterns: str | list[str] | None, key: str, where: str) -> list[Path]
                     hint="check the path (relative paths start at the config's folder)",
                 )
             out.append(p)
+    seen: set[Path] = set()
+    for p in out:
+        if p.resolve() in seen:
+            raise DataError(
+                f"{p} is listed twice", where=where, key=key, hint="name each file once (globs may overlap)"
+            )
+        seen.add(p.resolve())
     return out
 
 

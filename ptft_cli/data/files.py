@@ -15,6 +15,9 @@ from typing import Any
 
 from ptft_cli.errors import DataError
 
+# Python's csv module refuses fields over 128 KiB by default; a long document is a legitimate field.
+csv.field_size_limit(2**31 - 1)
+
 FORMATS_BY_SUFFIX = {
     ".csv": "csv",
     ".tsv": "tsv",
@@ -145,10 +148,12 @@ def _read_delimited(path: str, text: str, *, fmt: str, text_column: str) -> Tabl
     if dupes:
         raise DataError(f"duplicate column name(s) {dupes} in the header", where=f"{path}:1")
     rows, lines = [], []
+    record_start = reader.line_num + 1  # where the record being read begins (for an unclosed quote)
     try:
         for fields in reader:
-            line = reader.line_num
+            line = record_start
             if not fields or (len(fields) == 1 and not fields[0].strip()):
+                record_start = reader.line_num + 1
                 continue  # blank line
             if len(fields) != len(header):
                 raise DataError(
@@ -160,8 +165,10 @@ def _read_delimited(path: str, text: str, *, fmt: str, text_column: str) -> Tabl
                 )
             rows.append(dict(zip(header, fields)))
             lines.append(line)
+            record_start = reader.line_num + 1
     except csv.Error as e:
-        raise DataError(f"malformed {fmt.upper()}: {e}", where=f"{path}:{reader.line_num}") from None
+        hint = "a quote opened here is never closed" if "unexpected end of data" in str(e) else None
+        raise DataError(f"malformed {fmt.upper()}: {e}", where=f"{path}:{record_start}", hint=hint) from None
     return Table(path, rows, lines)
 
 

@@ -176,6 +176,16 @@ def prepare(cfg: Config) -> Prepared:
             hint="a classifier needs 2+ labels",
         )
     train = _examples(cfg, train_table, names, declared)
+    present = sorted(set(train.labels))
+    if len(present) < 2:
+        only = names[present[0]] if present else "none"
+        raise DataError(
+            f"every training row has the label {only!r} ({len(train.labels):,} rows); "
+            f"a classifier needs examples of 2+ of the labels ({', '.join(names[:10])})",
+            where=train_table.path,
+            key=d.label_column,
+            hint="add rows of the other labels",
+        )
 
     validation, held = None, None
     if d.validation or (d.dataset and d.validation_split):
@@ -275,6 +285,17 @@ def check_config(cfg: Config) -> list[ConfigError]:
                 "a classifier needs at least 2 labels", where=cfg.where("data.labels"), key="data.labels"
             )
         )
+    for key in ("data.train", "data.validation"):
+        value = getattr(d, key.split(".")[1])
+        if isinstance(value, list):
+            problems.append(
+                ConfigError(
+                    f"classification reads one file per split, got a list of {len(value)}",
+                    where=cfg.where(key),
+                    key=key,
+                    hint="join the files into one, or name one file",
+                )
+            )
     if not d.packing:
         problems.append(
             ConfigError(

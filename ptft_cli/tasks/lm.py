@@ -227,10 +227,10 @@ def stream_batches(
     return StreamBatches(open_stream, cfg.training.batch_size)
 
 
-def describe_tokens(stream: corpus.TokenStream | None, cached: bool = False) -> str:
+def describe_tokens(stream: corpus.TokenStream | None, cached: str = "") -> str:
     if stream is None:
         return "none"
-    return f"{len(stream.ids):,} tokens ({stream.chars:,} characters)" + (" (cached)" if cached else "")
+    return f"{len(stream.ids):,} tokens ({stream.chars:,} characters){cached}"
 
 
 def describe_stream(cfg: Config, files: corpus.CorpusFiles) -> str:

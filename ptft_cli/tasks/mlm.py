@@ -72,7 +72,7 @@ def training_data(cfg: Config, inputs: Inputs, tokenizer: Any, hw: Hardware) -> 
     T, seed, device = cfg.tokenizer.max_length, cfg.seed, hw.device
     masking = Masking.of(tokenizer, o)
     sep = lm.separator_id(tokenizer, causal=False)
-    cached = False
+    cached = ""
     if not d.packing:
         assert c.texts is not None
         segs, val_segs, cached = cache.token_segments(cfg, c.files, c.texts, tokenizer, sentences=False)
@@ -88,7 +88,7 @@ def training_data(cfg: Config, inputs: Inputs, tokenizer: Any, hw: Hardware) -> 
             )
         )
         sizes = (
-            f"{len(segs):,} documents" + (" (cached)" if cached else ""),
+            f"{len(segs):,} documents{cached}",
             f"{len(val_segs):,} documents" if val_segs is not None else "none",
         )
     else:

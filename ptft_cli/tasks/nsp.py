@@ -99,7 +99,7 @@ def training_data(cfg: Config, inputs: Inputs, tokenizer: Any, hw: Hardware) -> 
         seq_len=T,
         summary=[
             ("task", TITLE),
-            ("train", f"{len(pairs):,} sentence pairs" + (" (cached)" if cached else "")),
+            ("train", f"{len(pairs):,} sentence pairs{cached}"),
             ("validation", f"{len(val_pairs):,} sentence pairs"),
         ],
     )
