@@ -386,3 +386,51 @@ def test_a_long_csv_field_is_read(tmp_path: Path) -> None:
 def test_set_errors_are_blamed_on_the_command_line(cli, write_config, tmp_path: Path) -> None:
     result = cli("finetune", "--config", write_config(), "--set", "data.train=nowhere.csv")
     assert result.exit_code == 2 and result.output.startswith("error: --set: data.train: ")
+
+
+def test_a_full_disk_reported_by_safetensors_is_one_line(
+    cli, write_config, monkeypatch, tmp_path: Path
+) -> None:
+    """safetensors and torch report a full disk in their own exception types, not OSError."""
+    import transformers.modeling_utils
+
+    def full(*args, **kwargs):
+        raise RuntimeError(
+            'Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })'
+        )
+
+    monkeypatch.setattr(transformers.modeling_utils, "safe_save_file", full)
+    result = cli("finetune", "--config", write_config(), "--set", "training.epochs=1")
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "no space left on the device" in errors[0]
+    assert not [p for p in (tmp_path / "run").rglob(".tmp-*")]  # temporaries cleaned up
+
+
+def test_validate_refuses_what_training_would_refuse(
+    cli, write_config, tiny_bert: Path, tmp_path: Path
+) -> None:
+    config = write_config()
+    damaged = copy_model(tmp_path, tiny_bert)
+    (damaged / "model.safetensors").write_bytes(b"")
+    result = cli("validate", "--config", config, "--set", f"model.name_or_path={damaged}")
+    assert result.exit_code == 2 and "model.safetensors is empty" in result.output
+    result = cli("validate", "--config", config, "--set", f"output_dir={tmp_path}")
+    assert result.exit_code == 2 and "holds the config" in result.output
+    result = cli("validate", "--config", config, "--set", "tokenizer.max_length=512")
+    assert result.exit_code == 2 and "more than the model's 64 positions" in result.output
+
+
+def test_model_dir_is_swapped_in_atomically(tmp_path: Path) -> None:
+    from ptft_cli.checkpoint import atomic_save_dir
+
+    dest = tmp_path / "model"
+    atomic_save_dir(dest, lambda folder: (folder / "v").write_text("1"))
+    atomic_save_dir(dest, lambda folder: (folder / "v").write_text("2"))
+    assert (dest / "v").read_text() == "2"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # the old version is gone, no temporaries
+
+
+def test_make_test_fails_when_no_tests_are_collected() -> None:
+    recipe = (REPO / "Makefile").read_text().split("\ntest: ", 1)[1].split("\n\n", 1)[0]
+    assert "pytest" in recipe and "-eq 5" not in recipe
