@@ -20,6 +20,7 @@ writes into a directory that holds another run.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import json
@@ -28,7 +29,7 @@ import random
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,7 +79,11 @@ class RunDir:
     def check_location(self, protected: dict[Path, str], where: str) -> None:
         """output_dir may not hold the config or a data file (`protected`: path -> what it is), at any
         depth: replacing the run there would delete them. Nor a system folder, a file, or inside a file."""
-        p = self.path.resolve()
+        check_output_dir(self.path, "output_dir", where)  # first: it refuses paths the system cannot use
+        try:
+            p = self.path.resolve()
+        except (OSError, RuntimeError):  # a symlink loop
+            raise RunDirError(f"{self.path} is not a usable path", where=where, key="output_dir") from None
         for q, what in protected.items():
             if p in q.resolve().parents:
                 raise RunDirError(
@@ -87,20 +92,6 @@ class RunDir:
                     key="output_dir",
                     hint="use a folder of its own for the run, e.g. runs/NAME next to the config",
                 )
-        if any(str(p) == d or str(p).startswith(d + "/") for d in SYSTEM_DIRS):
-            raise RunDirError(
-                f"{p} is a system folder", where=where, key="output_dir", hint="use a folder of your own"
-            )
-        existing = next((a for a in (p, *p.parents) if a.exists()), None)
-        if existing is not None and not existing.is_dir():
-            raise RunDirError(
-                f"{existing} is a file" + ("" if existing == p else f", so {p} cannot be created"),
-                where=where,
-                key="output_dir",
-                hint="point output_dir at a folder",
-            )
-        if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
-            raise RunDirError(f"{existing} is not writable", where=where, key="output_dir")
 
     def check_claimable(self, *, overwrite: bool, where: str) -> None:
         """Refuse (before anything is written) if the directory holds another run or other files."""
@@ -173,26 +164,66 @@ class RunDir:
                     shutil.rmtree(p, ignore_errors=True)
 
 
-def check_output_file(path: Path, key: str, where: str, inputs: list[str]) -> None:
-    """A file `predict`/`evaluate` will write: not a folder, not one of its inputs, in a writable folder."""
-    p = path.resolve()
+def _short(p: Path) -> str:
+    text = str(p)
+    return text if len(text) <= 120 else text[:60] + "..." + text[-50:]
+
+
+def check_output_file(path: Path, key: str, where: str, protected: dict[str, str]) -> None:
+    """A file `predict` will write: not a folder, not one of the `protected` files (path -> what it
+    is: the input, a data file, the config), in a writable folder."""
+    check_output_dir(path.parent, key, where)
+    p = Path(os.path.abspath(path))
     if p.is_dir():
         raise RunDirError(
             f"{p} is a folder", where=where, key=key, hint="name a file, e.g. predictions.jsonl"
         )
-    if any(p == Path(i).resolve() for i in inputs if i):
+    for other, what in protected.items():
+        if other and p.resolve() == Path(other).resolve():
+            raise RunDirError(
+                f"{p} is {what}", where=where, key=key, hint="write the predictions to another file"
+            )
+    if p.is_file() and not _written_by_predict(p):
         raise RunDirError(
-            f"{p} is also the input", where=where, key=key, hint="write the predictions to another file"
+            f"{p} exists and does not hold ptft predictions",
+            where=where,
+            key=key,
+            hint="choose another file name; ptft replaces only its own prediction files",
         )
-    check_output_dir(p.parent, key, where)
+
+
+def _written_by_predict(path: Path) -> bool:
+    """An earlier `ptft predict` output (its first line: a JSON record or a CSV header with an id)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            first = f.readline()
+    except (OSError, UnicodeDecodeError):
+        return False
+    if not first.strip():
+        return path.stat().st_size == 0
+    if first.startswith("id,"):
+        return True
+    try:
+        record = json.loads(first)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and "id" in record
 
 
 def check_output_dir(path: Path, key: str, where: str) -> None:
     """A folder ptft will create or write into: not a file, nothing above it a file, writable."""
-    p = path.resolve()
+    p = Path(os.path.abspath(path))
     if any(str(p) == d or str(p).startswith(d + "/") for d in SYSTEM_DIRS):
         raise RunDirError(f"{p} is a system folder", where=where, key=key, hint="use a folder of your own")
-    existing = next((a for a in (p, *p.parents) if a.exists()), None)
+    try:
+        existing = next((a for a in (p, *p.parents) if a.exists()), None)
+        too_long = len(os.fsencode(p)) >= os.pathconf("/", "PC_PATH_MAX") or any(
+            len(os.fsencode(part)) > os.pathconf("/", "PC_NAME_MAX") for part in p.parts
+        )
+    except (OSError, ValueError) as e:
+        raise RunDirError(f"{_short(p)} is not a usable path ({e})", where=where, key=key) from None
+    if too_long:
+        raise RunDirError(f"{_short(p)} is longer than the file system allows", where=where, key=key)
     if existing is not None and not existing.is_dir():
         raise RunDirError(
             f"{existing} is a file" + ("" if existing == p else f", so {p} cannot be created"),
@@ -261,11 +292,25 @@ def _lock(folder: Path, where: str) -> int | None:
 
 
 def _check_unlocked(folder: Path, where: str) -> None:
-    """Refuse a run directory another live process is writing (without keeping a lock)."""
-    if (folder / LOCK).is_file():
-        fd = _lock(folder, where)
-        if fd is not None:
-            os.close(fd)
+    """Refuse a run directory another live process is writing (touching nothing)."""
+    try:
+        import fcntl
+
+        fd = os.open(folder / LOCK, os.O_RDONLY)
+    except (ImportError, OSError):
+        return  # no lock file: nobody writes it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "another process"
+        raise RunDirError(
+            f"{folder} is being written by another ptft process (pid {holder})",
+            where=where,
+            key="output_dir",
+            hint="wait for it to finish, or use another output_dir",
+        ) from None
+    finally:
+        os.close(fd)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -535,23 +580,69 @@ class Saved:
     data_files: dict[str, int]
     rng_python: Any
     rng_numpy: Any
+    history: list[dict[str, Any]]  # metrics.jsonl up to the checkpoint
+
+
+class DamagedCheckpoint(RunDirError):
+    """A checkpoint marked complete whose files do not read back."""
 
 
 def read_checkpoint(folder: Path) -> Saved:
     """The plain parts of a checkpoint (no torch): state, config, RNG of python and numpy."""
+    try:
+        saved = _read(folder)
+        marker = json.loads((folder / CHECKPOINT_MARKER).read_text(encoding="utf-8"))
+        step = saved.state["step"]
+        if not (isinstance(step, int) and step == marker["step"] and folder.name == f"step-{step:08d}"):
+            raise ValueError(f"its state says step {step!r}")
+        return saved
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise damaged(folder, e) from None
+
+
+def damaged(folder: Path, e: BaseException) -> DamagedCheckpoint:
+    reason = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+    return DamagedCheckpoint(
+        f"checkpoint {folder} is damaged: {reason}",
+        key="resume",
+        hint="resume from an earlier checkpoint (--resume PATH), or start a new run",
+    )
+
+
+@contextlib.contextmanager
+def reading(folder: Path) -> Iterator[None]:
+    """Errors while restoring from a checkpoint's files mean the files are damaged."""
+    try:
+        yield
+    except PtftError:
+        raise
+    except Exception as e:  # unreadable tensors, unpickling refused, wrong shapes, bad values
+        raise damaged(folder, e) from None
+
+
+def _read(folder: Path) -> Saved:
+    """Everything but the tensors, checked as far as it can be without torch, so a damaged
+    checkpoint is refused before the run's directory is touched."""
     meta = json.loads((folder / "state.json").read_text(encoding="utf-8"))
     state = meta["state"]
     if state.get("stream") is not None:
         with np.load(folder / "data_position.npz", allow_pickle=False) as arrays:
             state["stream"]["arrays"] = {k: arrays[k] for k in arrays.files}
-    return Saved(
+    metrics = (folder / "metrics.jsonl").read_text(encoding="utf-8")
+    history = [json.loads(line) for line in metrics.splitlines() if line.strip()]
+    if not all(isinstance(r, dict) for r in history):
+        raise ValueError("metrics.jsonl holds something other than records")
+    saved = Saved(
         folder,
         state,
         (folder / "config.yaml").read_text(encoding="utf-8"),
         meta.get("data_files", {}),
         meta["rng_python"],
         meta["rng_numpy"],
+        history,
     )
+    _rng_states(saved)  # raises if they are not what getstate() gave
+    return saved
 
 
 def restore_training(saved: Saved, opt: Any) -> None:
@@ -574,10 +665,20 @@ def restore_rng(saved: Saved) -> None:
     torch.set_rng_state(tensors["rng_torch"])
     if torch.cuda.is_available() and tensors["rng_cuda"]:
         torch.cuda.set_rng_state_all(tensors["rng_cuda"])
+    python, numpy = _rng_states(saved)
+    random.setstate(python)
+    np.random.set_state(numpy)
+
+
+def _rng_states(saved: Saved) -> tuple[Any, Any]:
+    """The python and numpy generator states a checkpoint holds, in the form their setters take."""
     version, values, gauss = saved.rng_python
-    random.setstate((version, tuple(values), gauss))
+    python = (int(version), tuple(int(v) for v in values), gauss)
     name, keys, pos, has_gauss, cached = saved.rng_numpy
-    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    numpy = (str(name), np.asarray(keys, dtype=np.uint32), int(pos), int(has_gauss), float(cached))
+    if len(python[1]) != 625 or numpy[1].shape != (624,):
+        raise ValueError("its random generator states are malformed")
+    return python, numpy
 
 
 def _python_rng() -> list[Any]:
@@ -592,9 +693,8 @@ def _numpy_rng() -> list[Any]:
 
 def restore_metrics(run: RunDir, saved: Saved) -> list[dict[str, Any]]:
     """The run's metrics.jsonl becomes the checkpoint's history (later records are dropped)."""
-    text = (saved.path / "metrics.jsonl").read_text(encoding="utf-8")
-    atomic_write_text(run.metrics_jsonl, text)
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+    atomic_write_text(run.metrics_jsonl, (saved.path / "metrics.jsonl").read_text(encoding="utf-8"))
+    return saved.history
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ Exit codes: 0 success, 2 user error (config, data, paths: one line naming the pl
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 import time
@@ -97,7 +98,7 @@ def _options(
     from ptft_cli.runner import RunOptions
 
     sets = [part for item in overrides or [] for part in ("--set", item)]
-    again = ["ptft", command, "--config", str(config.expanduser().resolve()), *sets, "--resume", "auto"]
+    again = ["ptft", command, "--config", os.path.abspath(config.expanduser()), *sets, "--resume", "auto"]
     return RunOptions(overwrite=overwrite, resume_command=shlex.join(again), started=STARTED)
 
 
@@ -128,7 +129,7 @@ def _resume_value(resume: str | None) -> str | None:
     """`auto` stays a word; anything else is a checkpoint path, taken relative to the working directory."""
     if resume is None or resume == "auto":
         return resume
-    return str(Path(resume).expanduser().resolve())
+    return os.path.abspath(Path(resume).expanduser())
 
 
 @app.command()
@@ -177,8 +178,8 @@ def predict(
 
     values = {
         "predict.prompt": ("--prompt", prompt),
-        "predict.input": ("--input", str(input.expanduser().resolve()) if input else None),
-        "predict.output": ("--output", str(output.expanduser().resolve()) if output else None),
+        "predict.input": ("--input", os.path.abspath(input.expanduser()) if input else None),
+        "predict.output": ("--output", os.path.abspath(output.expanduser()) if output else None),
     }
     _run(config, set_, runner.predict, values)
 

@@ -188,10 +188,10 @@ def check_refs(cfg: Config, command: str) -> None:
 def fit_max_length(cfg: Config, ref: str) -> None:
     """tokenizer.max_length against a local model's position table, read from config.json: a value
     the config sets must fit; the schema's default is lowered to the model's limit."""
-    path = Path(ref) / "config.json"
-    if not path.is_file():
+    values = config_json(ref)
+    if values is None:
         return  # a Hub id: checked once loaded (`check_fits`)
-    limit = max_positions(json.loads(path.read_text(encoding="utf-8")))
+    limit = max_positions(values)
     if limit is None or cfg.tokenizer.max_length <= limit:
         return
     key = "tokenizer.max_length"
@@ -200,19 +200,34 @@ def fit_max_length(cfg: Config, ref: str) -> None:
     cfg.tokenizer.max_length = limit
 
 
+def config_json(ref: str) -> dict[str, Any] | None:
+    """A local model's config.json (None for Hub ids), read without transformers."""
+    path = Path(ref) / "config.json"
+    if not path.is_file():
+        return None
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise ConfigError(f"{path} is not valid JSON ({str(e)[:80]})", hint="save the model again") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path} is not a JSON object", hint="save the model again")
+    return values
+
+
 def model_type_of(ref: str) -> str | None:
     """`model_type` from a local config.json (None for Hub ids), without importing transformers."""
-    path = Path(ref) / "config.json"
-    return json.loads(path.read_text(encoding="utf-8")).get("model_type") if path.is_file() else None
+    values = config_json(ref)
+    return values.get("model_type") if values else None
 
 
 def label_names_of(ref: str) -> list[str] | None:
     """id2label of a local model directory, read from config.json (None for Hub ids)."""
-    path = Path(ref) / "config.json"
-    if not path.is_file():
-        return None
-    id2label = json.loads(path.read_text(encoding="utf-8")).get("id2label") or {}
-    return [str(id2label[str(i)]) for i in range(len(id2label))] if id2label else None
+    values = config_json(ref)
+    id2label = (values or {}).get("id2label") or {}
+    try:
+        return [str(id2label[str(i)]) for i in range(len(id2label))] if id2label else None
+    except (KeyError, TypeError):
+        raise ConfigError(f"{ref}/config.json: id2label is not numbered 0..{len(id2label) - 1}") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,8 +273,15 @@ def _from_hub(ref: str) -> bool:
     return not Path(ref).exists()
 
 
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    if "weights_only" in text or "Unsupported global" in text or "GLOBAL" in text:
+        return "the weights file holds pickled code, which ptft does not run (use safetensors)"
+    return text.splitlines()[0][:200] if text else type(e).__name__
+
+
 def _hub_error(ref: str, key: str, where: str, err: Exception) -> ConfigError:
-    first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+    first = _first_line(err)
     if _from_hub(ref) and not _HUB_CHECKED.get("ok", True):
         first = "the Hugging Face Hub cannot be reached and it is not in the local cache"
     return ConfigError(
@@ -277,7 +299,7 @@ def load_tokenizer(ref: str, m: ModelConfig, key: str, where: str) -> Any:
         _hub_reachable()
     try:
         tok = AutoTokenizer.from_pretrained(ref, revision=m.revision, trust_remote_code=m.trust_remote_code)
-    except (OSError, ValueError, KeyError) as e:
+    except Exception as e:  # missing, damaged or unsupported files; no network
         raise _hub_error(ref, key, where, e) from None
     if not getattr(tok, "is_fast", False):
         raise ConfigError(
@@ -352,7 +374,7 @@ def load_config(ref: str, m: ModelConfig, key: str, where: str, **overrides: Any
         config = AutoConfig.from_pretrained(
             ref, revision=m.revision, trust_remote_code=m.trust_remote_code, **overrides
         )
-    except (OSError, ValueError, KeyError) as e:
+    except Exception as e:  # missing or damaged config.json, wrong types in it; no network
         raise _hub_error(ref, key, where, e) from None
     if m.dropout is not None:
         set_dropout(config, m.dropout)
@@ -435,9 +457,9 @@ def build(cfg: Config, head: Head, tokenizer: Any, attn: str) -> tuple[Any, str]
                 # a checkpoint with another head size gets a new head
                 **({"ignore_mismatched_sizes": True} if head.new_head else {}),
             )
-        except ValueError as e:  # e.g. "Unrecognized configuration class" for the wrong head
+        except Exception as e:  # the wrong head, weights that do not fit the config, pickled code refused
             raise ConfigError(
-                f"cannot load {ref} as {head.what}: {str(e).splitlines()[0][:160]}", where=where, key=key
+                f"cannot load {ref} as {head.what}: {_first_line(e)}", where=where, key=key
             ) from None
         if len(tokenizer) > model.get_input_embeddings().num_embeddings:
             raise ConfigError(
@@ -469,9 +491,9 @@ def load_trained(cfg: Config, head: Head, ref: str, key: str, attn: str) -> Any:
             trust_remote_code=cfg.model.trust_remote_code,
             attn_implementation=attn,
         )
-    except ValueError as e:
+    except Exception as e:  # the wrong head, weights that do not fit the config, pickled code refused
         raise ConfigError(
-            f"cannot load {ref} as {head.what}: {str(e).splitlines()[0][:160]}", where=where, key=key
+            f"cannot load {ref} as {head.what}: {_first_line(e)}", where=where, key=key
         ) from None
     check_fits(cfg, model)
     return model

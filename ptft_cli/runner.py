@@ -12,6 +12,7 @@ nothing here tests task names.
 
 from __future__ import annotations
 
+import glob
 import json
 import random
 import time
@@ -72,7 +73,16 @@ def train(cfg: Config, command: str, opts: RunOptions) -> dict[str, Any]:
     attn = hardware.attn_implementation(cfg.model.attn_implementation, hw.device, cfg.tokenizer.max_length)
     model, model_desc = models.build(cfg, head, tokenizer, attn)
     if saved is not None:
-        models.load_weights(model, saved.path)
+        with checkpoint.reading(saved.path):
+            models.load_weights(model, saved.path)
+    total, trainable = models.parameter_counts(model)
+    if trainable == 0:
+        raise ConfigError(
+            "nothing to train: every parameter of the model is frozen",
+            where=cfg.where("model.freeze_backbone"),
+            key="model.freeze_backbone",
+            hint="this model has no separate head; train it unfrozen, or with train_top_k_layers",
+        )
     model.to(hw.device)
     if data.tokens is not None and data.seq_len:
         data.flops_per_token = models.flops_per_token(model, data.seq_len)
@@ -87,14 +97,14 @@ def train(cfg: Config, command: str, opts: RunOptions) -> dict[str, Any]:
     )
     state = loop.TrainState(best_metric=t.best_metric)
     if saved is not None:
-        checkpoint.restore_training(saved, opt)
-        state = loop.TrainState.from_dict(saved.state)
+        with checkpoint.reading(saved.path):
+            checkpoint.restore_training(saved, opt)
+            state = loop.TrainState.from_dict(saved.state)
         state.best_metric, state.interrupted = t.best_metric, False
         if state.step >= plan.total_steps or state.stopped_early:
             return _already_done(cfg, run, state, plan)
 
     # 4. The header, then the first writes: claim the directory, record config and environment.
-    total, trainable = models.parameter_counts(model)
     flops = f"; {data.flops_per_token / 1e6:,.1f} MFLOP per token" if data.flops_per_token else ""
     rows = [
         *data.summary[:1],
@@ -113,7 +123,8 @@ def train(cfg: Config, command: str, opts: RunOptions) -> dict[str, Any]:
     first_step = state.step
     try:
         if saved is not None:
-            checkpoint.restore_rng(saved)  # last: nothing drawn while setting up changes the run
+            with checkpoint.reading(saved.path):
+                checkpoint.restore_rng(saved)  # last: nothing drawn while setting up changes the run
         return _train_and_finish(session, data, plan, state)
     except BaseException:
         claim.failed(reached_first_step=state.step > first_step)
@@ -209,7 +220,8 @@ def resume_point(cfg: Config, run: RunDir, opts: RunOptions, files: list[Path]) 
         if folder.resolve().parent != run.checkpoints_dir.resolve():  # a checkpoint of another run: fork it
             run.check_claimable(overwrite=False, where=cfg.where("output_dir"))
     saved = checkpoint.read_checkpoint(folder)
-    changed = resume_changes(saved.config_yaml, cfg)
+    with checkpoint.reading(folder):
+        changed = resume_changes(saved.config_yaml, cfg)
     if changed:
         shown = ", ".join(f"{k} ({_short(old)} → {_short(new)})" for k, old, new in changed[:6])
         raise ConfigError(
@@ -308,7 +320,8 @@ def _claim(cfg: Config, run: RunDir, opts: RunOptions, saved: Any, hw: Any, inpu
         if run.metrics_jsonl.exists():
             run.metrics_jsonl.unlink()
         return claim, []
-    return claim, checkpoint.restore_metrics(run, saved)
+    with checkpoint.reading(saved.path):
+        return claim, checkpoint.restore_metrics(run, saved)
 
 
 def _metrics_log(run: RunDir, history: list[dict[str, Any]]) -> Any:
@@ -468,7 +481,12 @@ def predict(cfg: Config) -> Path:
     inputs = task.prediction_inputs(cfg)
     out = Path(cfg.predict.output or RunDir(cfg.output_dir).predictions)
     out_key = "predict.output" if cfg.predict.output else "output_dir"
-    checkpoint.check_output_file(out, out_key, cfg.where(out_key), [cfg.predict.input or ""])
+    protected = {cfg.predict.input or "": "also the input", str(cfg.source): "the config"}
+    for value in (cfg.data.train, cfg.data.validation, cfg.evaluate.data):
+        for pattern in [value] if isinstance(value, str) else value or []:
+            for path in glob.glob(pattern, recursive=True) or [pattern]:
+                protected[path] = "a data file of this config"
+    checkpoint.check_output_file(out, out_key, cfg.where(out_key), protected)
     if out.suffix.lower() not in task.PREDICTION_FORMATS:
         raise ConfigError(
             f"cannot write {cfg.task} predictions as {out.suffix or '(no extension)'}",

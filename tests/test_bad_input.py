@@ -412,10 +412,11 @@ def test_evaluate_rejects_labels_the_model_does_not_know(
     )
     assert result.exit_code == 2
     assert "odd.csv:3" in result.output and "'neutral'" in result.output
+    assert "the model's labels" in result.output and "data.labels" not in result.output  # not the config's
     assert not (tmp_path / "run").exists()
 
 
 def test_no_traceback_for_a_config_that_is_a_directory(cli, tmp_path: Path) -> None:
     result = cli("validate", "--config", tmp_path)
-    assert result.exit_code == 2 and "is not a file" in result.output
+    assert result.exit_code == 2 and "is a directory, not a file" in result.output
     assert os.listdir(tmp_path) == []

@@ -434,3 +434,122 @@ def test_model_dir_is_swapped_in_atomically(tmp_path: Path) -> None:
 def test_make_test_fails_when_no_tests_are_collected() -> None:
     recipe = (REPO / "Makefile").read_text().split("\ntest: ", 1)[1].split("\n\n", 1)[0]
     assert "pytest" in recipe and "-eq 5" not in recipe
+
+
+# ---------------------------------------------------------------------------------------------
+# Found by scripts/fuzz_inputs.py
+
+
+FUZZ_CASES = [
+    ("a control character in the config", append("note: bell\x07\n"), [], ["config.yaml", "invalid YAML"]),
+    (
+        "an integer too large for a number",
+        edit("learning_rate: 1.0e-2", "learning_rate: 1" + "0" * 400),
+        [],
+        ["training.learning_rate", "out of range"],
+    ),
+    (
+        "a FIFO as the training file",
+        lambda tmp, cfg: (os.remove(tmp / "data" / "train.csv"), os.mkfifo(tmp / "data" / "train.csv")),
+        [],
+        ["data.train", "is not a regular file"],
+    ),
+    (
+        "JSON nested 100,000 deep",
+        both(
+            write_file("data/deep.jsonl", "[" * 100_000 + "]" * 100_000 + "\n"),
+            edit("train: data/train.csv", "train: data/deep.jsonl"),
+        ),
+        [],
+        ["deep.jsonl:1", "nested too deeply"],
+    ),
+    (
+        "config.json that is not JSON",
+        damaged_model(lambda folder: (folder / "config.json").write_text('{"model_type": "bert",')),
+        [],
+        ["config.json is not valid JSON"],
+    ),
+    (
+        "a pickle with code instead of safetensors",
+        damaged_model(
+            lambda folder: (
+                (folder / "model.safetensors").unlink(),
+                (folder / "pytorch_model.bin").write_bytes(
+                    b"\x80\x04\x95\x1c\x00\x00\x00\x00\x00\x00\x00\x8c\x05posix\x94\x8c\x06system\x94\x93\x94\x8c\x04true\x94\x85\x94R\x94."
+                ),
+            )
+        ),
+        [],
+        ["model.name_or_path", "pickled code"],
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "setup", "extra", "needles"), FUZZ_CASES, ids=[c[0] for c in FUZZ_CASES])
+def test_fuzz_findings_exit_2_with_one_line(
+    cli, write_config, tmp_path: Path, name, setup, extra, needles
+) -> None:
+    test_hostile_input_exits_2_with_one_line_and_writes_nothing(
+        cli, write_config, tmp_path, name, setup, extra, needles
+    )
+
+
+def test_a_damaged_checkpoint_is_refused_before_the_run_is_touched(
+    cli, corpus_dir: Path, tmp_path: Path
+) -> None:
+    config = clm_config(tmp_path)
+    assert (
+        cli(
+            "pretrain",
+            "--config",
+            config,
+            "--set",
+            "training.max_steps=4",
+            "--set",
+            "training.save_every=2",
+            "--set",
+            "training.keep_checkpoints=5",
+        ).exit_code
+        == 0
+    )
+    step2 = tmp_path / "run" / "checkpoints" / "step-00000002"
+    state = json.loads((step2 / "state.json").read_text())
+    state["rng_python"] = [1, 2]
+    (step2 / "state.json").write_text(json.dumps(state))
+    marker = json.loads((step2 / "checkpoint.json").read_text())
+    marker["files"]["state.json"] = (step2 / "state.json").stat().st_size  # the size check passes
+    (step2 / "checkpoint.json").write_text(json.dumps(marker))
+    before = snapshot(tmp_path / "run")
+    result = cli("pretrain", "--config", config, "--resume", step2, "--set", "training.max_steps=6")
+    assert result.exit_code == 2 and "step-00000002 is damaged" in result.output
+    assert snapshot(tmp_path / "run") == before
+
+
+def test_predict_never_replaces_a_file_it_did_not_write(cli, write_config, tmp_path: Path) -> None:
+    config = write_config()
+    assert cli("finetune", "--config", config, "--set", "training.epochs=1").exit_code == 0
+    notes = tmp_path / "notes.jsonl"
+    notes.write_text('{"mine": 1}\n')
+    result = cli("predict", "--config", config, "--output", notes)
+    assert result.exit_code == 2 and "does not hold ptft predictions" in result.output
+    assert notes.read_text() == '{"mine": 1}\n'
+    result = cli("predict", "--config", config, "--output", tmp_path / "data" / "train.csv")
+    assert result.exit_code == 2 and "a data file of this config" in result.output
+    out = tmp_path / "preds.jsonl"
+    assert cli("predict", "--config", config, "--output", out).exit_code == 0
+    assert cli("predict", "--config", config, "--output", out).exit_code == 0  # its own file: replaced
+
+
+def test_nothing_to_train_and_too_short_blocks_are_config_errors(
+    cli, corpus_dir: Path, tmp_path: Path
+) -> None:
+    from tests.test_pretrain_cli import mlm_config
+
+    result = cli("pretrain", "--config", mlm_config(tmp_path), "--set", "tokenizer.max_length=2")
+    assert result.exit_code == 2 and "tokenizer.max_length: 2 tokens cannot hold" in result.output
+    assert cli("pretrain", "--config", clm_config(tmp_path), "--set", "training.max_steps=2").exit_code == 0
+    tuned = ["--set", "model.architecture=null", "--set", f"model.name_or_path={tmp_path / 'run' / 'model'}",
+             "--set", "tokenizer.type=null", "--set", "model.train_top_k_layers=0", "--set", f"output_dir={tmp_path / 'ft'}"]  # fmt: skip
+    result = cli("finetune", "--config", clm_config(tmp_path), *tuned)
+    assert result.exit_code == 2 and "nothing to train" in result.output
+    assert not (tmp_path / "ft").exists()

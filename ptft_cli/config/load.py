@@ -40,16 +40,18 @@ def load(
     they are, never parsed as YAML (`a #1.txt` stays a file name).
     """
     path = Path(path).expanduser()
-    if not path.is_file():
-        hint = (
-            "check the path; configs/ holds examples"
-            if not path.exists()
-            else "pass a YAML file, not a directory"
-        )
-        raise ConfigError(
-            "config file not found" if not path.exists() else "is not a file", where=str(path), hint=hint
-        )
-    raw_bytes = path.read_bytes()
+    try:
+        raw_bytes = path.read_bytes() if path.is_file() else None
+    except OSError as e:
+        raise ConfigError(f"cannot read the config: {e.strerror}", where=str(path)) from None
+    if raw_bytes is None:
+        if not path.exists():
+            problem, hint = "config file not found", "check the path; configs/ holds examples"
+        elif path.is_dir():
+            problem, hint = "is a directory, not a file", "pass a YAML file"
+        else:
+            problem, hint = "is not a regular file", "pass a YAML file"
+        raise ConfigError(problem, where=str(path), hint=hint)
     try:
         text = raw_bytes.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -65,9 +67,10 @@ def load(
         _apply_override(raw, item, problems)
     for key, (option, value) in (values or {}).items():
         _set(raw, key, value, option, problems)
-    cfg = Config(source=path.resolve(), lines=lines, overridden=raw.pop("__overridden__", {}))
-    _fill(cfg, raw, "", path.resolve().parent, cfg, problems)
-    _resolve_default_paths(cfg, path.resolve().parent)
+    source = path.resolve()
+    cfg = Config(source=source, lines=lines, overridden=raw.pop("__overridden__", {}))
+    _fill(cfg, raw, "", source.parent, cfg, problems)
+    _resolve_default_paths(cfg, source.parent)
     if not problems:
         _check_semantics(cfg, problems)
     if problems:
@@ -77,8 +80,9 @@ def load(
 
 def _parse_yaml(text: str, path: Path) -> tuple[dict, dict[str, int]]:
     """safe_load the text and record the line of every key (`section.key` -> line)."""
-    loader = yaml.SafeLoader(text)
+    loader = None
     try:
+        loader = yaml.SafeLoader(text)  # checks the characters: can raise too
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as e:
@@ -95,7 +99,8 @@ def _parse_yaml(text: str, path: Path) -> tuple[dict, dict[str, int]]:
             hint="a config is two levels deep",
         ) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     _check_size(data, path)
     if data is None:
         raise ConfigError("config file is empty", where=str(path), hint="start from a file in configs/")
@@ -176,6 +181,9 @@ def _apply_override(raw: dict, item: str, problems: list[ConfigError]) -> None:
         value = yaml.safe_load(text) if text.strip() else None
     except yaml.YAMLError:
         value = text
+    except RecursionError:
+        problems.append(ConfigError("the value is nested too deeply", where="--set", key=key.strip()))
+        return
     _set(raw, key.strip(), value, "--set", problems)
 
 
@@ -317,7 +325,10 @@ def _convert(value: Any, tp: Any) -> Any:
     if tp is float:
         number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            number = float(value)
+            try:
+                number = float(value)
+            except OverflowError:
+                raise ValueError(f"{_show(value)} is out of range") from None
         elif isinstance(value, str):  # PyYAML reads `1e-4` (no dot) as a string; accept it as a number.
             with contextlib.suppress(ValueError):
                 number = float(value)
@@ -352,13 +363,22 @@ def _check_bounds(value: Any, meta: dict) -> None:
 
 def _resolve_paths(value: Any, meta: dict, base: Path) -> Any:
     """Make relative paths absolute against `base`; leave Hub ids alone."""
+    try:
+        return _resolve(value, meta, base)
+    except (OSError, RuntimeError) as e:  # a symlink loop, a name too long for the file system
+        raise ValueError(
+            f"{_show(value)} is not a usable path ({getattr(e, 'strerror', None) or e})"
+        ) from None
+
+
+def _resolve(value: Any, meta: dict, base: Path) -> Any:
     if value is None:
         return None
     if meta.get("path"):
         if value == meta.get("keyword"):  # e.g. `resume: auto`
             return value
         if isinstance(value, list):
-            return [_resolve_paths(v, meta, base) for v in value]
+            return [_resolve(v, meta, base) for v in value]
         return str((base / Path(value).expanduser()).resolve()) if "://" not in value else value
     if meta.get("model_ref"):
         local = (base / Path(value).expanduser()).resolve()
@@ -453,9 +473,10 @@ def resume_changes(saved_yaml: str, cfg: Config) -> list[tuple[str, Any, Any]]:
     and may not change on resume (see `schema.resume_safe_keys`)."""
     from ptft_cli.config.schema import resume_safe_keys
 
-    saved = _flatten(
-        yaml.safe_load(saved_yaml.split("\n", 1)[1] if saved_yaml.startswith("#") else saved_yaml) or {}
-    )
+    loaded = yaml.safe_load(saved_yaml.split("\n", 1)[1] if saved_yaml.startswith("#") else saved_yaml) or {}
+    if not isinstance(loaded, dict):
+        raise ValueError("its config.yaml is not a mapping")
+    saved = _flatten(loaded)
     now = _flatten(cfg.to_dict())
     safe = set(resume_safe_keys())
     return [

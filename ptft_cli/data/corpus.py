@@ -50,9 +50,10 @@ def expand(patterns: str | list[str] | None, key: str, where: str) -> list[Path]
             out.extend(matches)
         else:
             p = Path(pattern)
-            if not p.is_file():
+            problem = data_files.file_problem(p)
+            if problem:
                 raise DataError(
-                    f"{p}: {'file not found' if not p.exists() else 'is a directory, not a file'}",
+                    f"{p}: {problem}",
                     where=where,
                     key=key,
                     hint="check the path (relative paths start at the config's folder)",

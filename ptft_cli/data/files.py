@@ -74,26 +74,37 @@ def detect_format(path: str, fmt: str = "auto") -> str:
 
 def require_file(path: str, key: str, where: str) -> None:
     """A data file named by config `key` (set at `where`) must exist: say which line pointed at it."""
-    p = Path(path)
-    if not p.exists() or p.is_dir():
+    problem = file_problem(Path(path))
+    if problem:
         raise DataError(
-            f"{path}: {'is a directory, not a data file' if p.is_dir() else 'file not found'}",
+            f"{path}: {problem}",
             where=where,
             key=key,
             hint="check the path (relative paths start at the config's folder)",
         )
 
 
+def file_problem(p: Path) -> str | None:
+    """Why `p` is not a regular file ptft can read (None if it is one). A FIFO or a device would
+    block or never end, so only regular files count."""
+    try:
+        if p.is_file():
+            return None
+        if p.is_dir():
+            return "is a directory, not a data file"
+        return "is not a regular file" if p.exists() else "file not found"
+    except OSError as e:  # a name too long, a symlink loop
+        return f"cannot be read ({e.strerror})"
+
+
 def read_table(path: str, fmt: str = "auto", *, text_column: str = "text") -> Table:
     """Read csv/tsv/jsonl/json/parquet (or txt: one `text_column` value per line) into rows."""
     fmt = detect_format(path, fmt)
-    p = Path(path)
-    if not p.exists():
+    problem = file_problem(Path(path))
+    if problem:
         raise DataError(
-            "file not found", where=path, hint="check the path (relative paths start at the config's folder)"
+            problem, where=path, hint="check the path (relative paths start at the config's folder)"
         )
-    if p.is_dir():
-        raise DataError("is a directory, not a data file", where=path)
     if fmt == "parquet":
         table = _read_parquet(path)
     else:
@@ -179,6 +190,8 @@ def _read_jsonl(path: str, text: str, *, fmt: str, text_column: str) -> Table:
             continue
         try:
             obj = json.loads(line)
+        except RecursionError:
+            raise DataError("JSON nested too deeply", where=f"{path}:{n}") from None
         except json.JSONDecodeError as e:
             raise DataError(
                 f"invalid JSON: {e.msg} (column {e.colno})",
@@ -199,6 +212,8 @@ def _read_jsonl(path: str, text: str, *, fmt: str, text_column: str) -> Table:
 def _read_json(path: str, text: str, *, fmt: str, text_column: str) -> Table:
     try:
         obj = json.loads(text)
+    except RecursionError:
+        raise DataError("JSON nested too deeply", where=path) from None
     except json.JSONDecodeError as e:
         raise DataError(f"invalid JSON: {e.msg}", where=f"{path}:{e.lineno}") from None
     if isinstance(obj, dict):

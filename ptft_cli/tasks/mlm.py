@@ -39,7 +39,22 @@ EVAL_MASK_SEED = 12345  # validation batches are masked once, so every evaluatio
 def check_config(cfg: Config) -> list[ConfigError]:
     return lm.check_architecture(
         cfg, ENCODERS, "{arch} is a decoder; masked LM needs an encoder", f"allowed: {', '.join(ENCODERS)}"
-    )
+    ) + check_length(cfg, 4, "[CLS], a token and [SEP]")
+
+
+def check_length(cfg: Config, least: int, what: str) -> list[ConfigError]:
+    """A masked-LM example holds its special tokens and at least one token of text."""
+    if cfg.tokenizer.max_length >= least:
+        return []
+    key = "tokenizer.max_length"
+    return [
+        ConfigError(
+            f"{cfg.tokenizer.max_length} tokens cannot hold {what}",
+            where=cfg.where(key),
+            key=key,
+            hint=f"use {least} or more",
+        )
+    ]
 
 
 def check_encoder(cfg: Config) -> None:

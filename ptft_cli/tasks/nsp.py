@@ -36,12 +36,16 @@ COMMANDS = ("pretrain",)
 
 
 def check_config(cfg: Config) -> list[ConfigError]:
-    return lm.check_architecture(
-        cfg,
-        ("bert",),
-        "next-sentence prediction is BERT's objective, not {arch}'s",
-        "use architecture: bert, or task: mlm",
-    ) + lm.check_packing(cfg)
+    return (
+        lm.check_architecture(
+            cfg,
+            ("bert",),
+            "next-sentence prediction is BERT's objective, not {arch}'s",
+            "use architecture: bert, or task: mlm",
+        )
+        + lm.check_packing(cfg)
+        + mlm.check_length(cfg, 5, "[CLS] A [SEP] B [SEP]")
+    )
 
 
 def read_inputs(cfg: Config, command: str) -> Inputs:
