@@ -278,17 +278,22 @@ def _lock(folder: Path, where: str) -> int | None:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
-        holder = os.read(fd, 32).decode(errors="replace").strip() or "another process"
+        error = _locked(folder, fd, where)
         os.close(fd)
-        raise RunDirError(
-            f"{folder} is being written by another ptft process (pid {holder})",
-            where=where,
-            key="output_dir",
-            hint="wait for it to finish, or use another output_dir",
-        ) from None
+        raise error from None
     os.ftruncate(fd, 0)
     os.write(fd, str(os.getpid()).encode())
     return fd
+
+
+def _locked(folder: Path, fd: int, where: str) -> RunDirError:
+    holder = os.read(fd, 32).decode(errors="replace").strip() or "another process"
+    return RunDirError(
+        f"{folder} is being written by another ptft process (pid {holder})",
+        where=where,
+        key="output_dir",
+        hint="wait for it to finish, or use another output_dir",
+    )
 
 
 def _check_unlocked(folder: Path, where: str) -> None:
@@ -302,13 +307,7 @@ def _check_unlocked(folder: Path, where: str) -> None:
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except OSError:
-        holder = os.read(fd, 32).decode(errors="replace").strip() or "another process"
-        raise RunDirError(
-            f"{folder} is being written by another ptft process (pid {holder})",
-            where=where,
-            key="output_dir",
-            hint="wait for it to finish, or use another output_dir",
-        ) from None
+        raise _locked(folder, fd, where) from None
     finally:
         os.close(fd)
 

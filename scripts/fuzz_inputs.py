@@ -106,7 +106,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 import yaml
+from tiny_corpus import OBJECTS, SUBJECTS, VERBS, corpus_text  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 FATAL = ("TRACEBACK", "HANG", "BAD EXIT", "CHANGED OUTSIDE")
@@ -120,16 +122,6 @@ CFG = "cfg/config.yaml"  # every case's config, relative to the case's working f
 POSITIVE = ["good", "great", "excellent", "lovely", "superb", "wonderful", "fun", "brilliant"]
 NEGATIVE = ["bad", "awful", "terrible", "boring", "dull", "poor", "weak", "horrible"]
 NEUTRAL = ["the", "film", "movie", "was", "really", "very", "plot", "acting", "and", "it", "a", "story"]
-SUBJECTS = ["the cat", "a dog", "my friend", "the old man", "her sister", "the film", "this book"]
-VERBS = ["liked", "watched", "found", "praised", "hated", "read", "saw"]
-OBJECTS = [
-    "the garden.",
-    "a good story.",
-    "the long road.",
-    "an old song.",
-    "the red door.",
-    "a quiet night.",
-]
 
 
 def sentences(n: int, seed: int) -> list[tuple[str, str]]:
@@ -144,15 +136,7 @@ def sentences(n: int, seed: int) -> list[tuple[str, str]]:
 
 
 def corpus(paragraphs: int, seed: int) -> str:
-    rng = random.Random(seed)
-    out = []
-    for _ in range(paragraphs):
-        parts = [
-            f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)}"
-            for _ in range(rng.randint(2, 5))
-        ]
-        out.append(" ".join(s[0].upper() + s[1:] for s in parts))
-    return "\n\n".join(out) + "\n"
+    return corpus_text(seed, paragraphs=paragraphs)
 
 
 def csv_bytes(header: list[str], rows: Iterable[Iterable[Any]], delimiter: str = ",") -> bytes:

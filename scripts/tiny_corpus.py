@@ -20,6 +20,10 @@ OBJECTS = [
 
 def write_corpus(path: Path, seed: int, *, paragraphs: int | None = None, chars: int | None = None) -> None:
     """`paragraphs` paragraphs, or as many as make about `chars` characters."""
+    path.write_text(corpus_text(seed, paragraphs=paragraphs, chars=chars), encoding="utf-8")
+
+
+def corpus_text(seed: int, *, paragraphs: int | None = None, chars: int | None = None) -> str:
     rng = random.Random(seed)
     out: list[str] = []
     size = 0
@@ -30,4 +34,4 @@ def write_corpus(path: Path, seed: int, *, paragraphs: int | None = None, chars:
         ]
         out.append(" ".join(s[0].upper() + s[1:] for s in sentences))
         size += len(out[-1]) + 2
-    path.write_text("\n\n".join(out) + "\n", encoding="utf-8")
+    return "\n\n".join(out) + "\n"

@@ -204,7 +204,56 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("name", "setup", "extra", "needles"), CASES, ids=[c[0] for c in CASES])
+# found by scripts/fuzz_inputs.py
+FUZZ_CASES = [
+    ("a control character in the config", append("note: bell\x07\n"), [], ["config.yaml", "invalid YAML"]),
+    (
+        "an integer too large for a number",
+        edit("learning_rate: 1.0e-2", "learning_rate: 1" + "0" * 400),
+        [],
+        ["training.learning_rate", "out of range"],
+    ),
+    (
+        "a FIFO as the training file",
+        lambda tmp, cfg: (os.remove(tmp / "data" / "train.csv"), os.mkfifo(tmp / "data" / "train.csv")),
+        [],
+        ["data.train", "is not a regular file"],
+    ),
+    (
+        "JSON nested 100,000 deep",
+        both(
+            write_file("data/deep.jsonl", "[" * 100_000 + "]" * 100_000 + "\n"),
+            edit("train: data/train.csv", "train: data/deep.jsonl"),
+        ),
+        [],
+        ["deep.jsonl:1", "nested too deeply"],
+    ),
+    (
+        "config.json that is not JSON",
+        damaged_model(lambda folder: (folder / "config.json").write_text('{"model_type": "bert",')),
+        [],
+        ["config.json is not valid JSON"],
+    ),
+    (
+        "a pickle with code instead of safetensors",
+        damaged_model(
+            lambda folder: (
+                (folder / "model.safetensors").unlink(),
+                (folder / "pytorch_model.bin").write_bytes(
+                    b"\x80\x04\x95\x1c\x00\x00\x00\x00\x00\x00\x00\x8c\x05posix\x94\x8c\x06system\x94\x93\x94\x8c\x04true\x94\x85\x94R\x94."
+                ),
+            )
+        ),
+        [],
+        ["model.name_or_path", "pickled code"],
+    ),
+]
+
+
+ALL_CASES = CASES + FUZZ_CASES
+
+
+@pytest.mark.parametrize(("name", "setup", "extra", "needles"), ALL_CASES, ids=[c[0] for c in ALL_CASES])
 def test_hostile_input_exits_2_with_one_line_and_writes_nothing(
     cli, write_config, tmp_path: Path, name, setup, extra, needles
 ) -> None:
@@ -438,60 +487,6 @@ def test_make_test_fails_when_no_tests_are_collected() -> None:
 
 # ---------------------------------------------------------------------------------------------
 # Found by scripts/fuzz_inputs.py
-
-
-FUZZ_CASES = [
-    ("a control character in the config", append("note: bell\x07\n"), [], ["config.yaml", "invalid YAML"]),
-    (
-        "an integer too large for a number",
-        edit("learning_rate: 1.0e-2", "learning_rate: 1" + "0" * 400),
-        [],
-        ["training.learning_rate", "out of range"],
-    ),
-    (
-        "a FIFO as the training file",
-        lambda tmp, cfg: (os.remove(tmp / "data" / "train.csv"), os.mkfifo(tmp / "data" / "train.csv")),
-        [],
-        ["data.train", "is not a regular file"],
-    ),
-    (
-        "JSON nested 100,000 deep",
-        both(
-            write_file("data/deep.jsonl", "[" * 100_000 + "]" * 100_000 + "\n"),
-            edit("train: data/train.csv", "train: data/deep.jsonl"),
-        ),
-        [],
-        ["deep.jsonl:1", "nested too deeply"],
-    ),
-    (
-        "config.json that is not JSON",
-        damaged_model(lambda folder: (folder / "config.json").write_text('{"model_type": "bert",')),
-        [],
-        ["config.json is not valid JSON"],
-    ),
-    (
-        "a pickle with code instead of safetensors",
-        damaged_model(
-            lambda folder: (
-                (folder / "model.safetensors").unlink(),
-                (folder / "pytorch_model.bin").write_bytes(
-                    b"\x80\x04\x95\x1c\x00\x00\x00\x00\x00\x00\x00\x8c\x05posix\x94\x8c\x06system\x94\x93\x94\x8c\x04true\x94\x85\x94R\x94."
-                ),
-            )
-        ),
-        [],
-        ["model.name_or_path", "pickled code"],
-    ),
-]
-
-
-@pytest.mark.parametrize(("name", "setup", "extra", "needles"), FUZZ_CASES, ids=[c[0] for c in FUZZ_CASES])
-def test_fuzz_findings_exit_2_with_one_line(
-    cli, write_config, tmp_path: Path, name, setup, extra, needles
-) -> None:
-    test_hostile_input_exits_2_with_one_line_and_writes_nothing(
-        cli, write_config, tmp_path, name, setup, extra, needles
-    )
 
 
 def test_a_damaged_checkpoint_is_refused_before_the_run_is_touched(
