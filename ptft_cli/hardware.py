@@ -21,10 +21,6 @@ class Hardware:
     # validation figure of a run (the best one included) is the one `ptft evaluate` reproduces.
     eval_precision: str = "fp32"
 
-    @property
-    def autocast_dtype(self) -> torch.dtype | None:
-        return _DTYPES.get(self.precision)
-
     def autocast(self) -> contextlib.AbstractContextManager:
         """Mixed precision for training forward passes; weights and optimizer state stay fp32."""
         return self._autocast(self.precision)

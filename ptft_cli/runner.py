@@ -24,6 +24,7 @@ from ptft_cli import checkpoint, console, models, tasks
 from ptft_cli.checkpoint import RunDir
 from ptft_cli.config import Config, dump, resume_changes
 from ptft_cli.errors import ConfigError, DataError, PtftError, RunDirError
+from ptft_cli.metrics import MetricsLog
 from ptft_cli.signals import Interrupted
 
 
@@ -119,7 +120,7 @@ def train(cfg: Config, command: str, opts: RunOptions) -> dict[str, Any]:
     claim, history = _claim(cfg, run, opts, saved, hw, inputs)
     config_text = run.config_yaml.read_text(encoding="utf-8")
     snapshot = checkpoint.Snapshot(model, tokenizer, opt, config_text, _sizes(inputs.files))
-    session = _Session(cfg, run, claim, opts, snapshot, _metrics_log(run, history))
+    session = _Session(cfg, run, claim, opts, snapshot, MetricsLog(run.metrics_jsonl, history))
     first_step = state.step
     try:
         if saved is not None:
@@ -142,7 +143,7 @@ class _Session:
     claim: checkpoint.Claim
     opts: RunOptions
     snapshot: checkpoint.Snapshot  # model, tokenizer and optimizer, as checkpoints save them
-    log: Any  # metrics.MetricsLog
+    log: MetricsLog
 
 
 def _train_and_finish(s: _Session, data: Any, plan: Any, state: Any) -> dict[str, Any]:
@@ -322,12 +323,6 @@ def _claim(cfg: Config, run: RunDir, opts: RunOptions, saved: Any, hw: Any, inpu
         return claim, []
     with checkpoint.reading(saved.path):
         return claim, checkpoint.restore_metrics(run, saved)
-
-
-def _metrics_log(run: RunDir, history: list[dict[str, Any]]) -> Any:
-    from ptft_cli.metrics import MetricsLog
-
-    return MetricsLog(run.metrics_jsonl, history)
 
 
 def _diverged(cfg: Config, run: RunDir, e: Any) -> PtftError:

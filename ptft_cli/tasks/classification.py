@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ptft_cli.config import Config
 from ptft_cli.data import files as data_io
 from ptft_cli.errors import ConfigError, DataError
-from ptft_cli.models import Head
+from ptft_cli.models import Head, label_names_of
 from ptft_cli.tasks import Inputs, Loaded
 
 if TYPE_CHECKING:
@@ -399,7 +399,7 @@ def training_data(cfg: Config, inputs: Inputs, tokenizer: Any, hw: Hardware) -> 
 
 def evaluation_inputs(cfg: Config, run: RunDir, model_ref: str) -> Inputs:
     """evaluate.data, else data.validation, else the rows the run held out of its training file."""
-    names = _model_labels(model_ref)
+    names = label_names_of(model_ref)
     key = "evaluate.data" if cfg.evaluate.data else "data.validation" if cfg.data.validation else None
     if key is not None:
         examples = read_labelled(cfg, key, names) if names else None
@@ -433,12 +433,6 @@ def _held_out(cfg: Config, split: dict[str, Any], names: list[str]) -> Examples:
     examples = _subset(_examples(cfg, table, names, "model"), split["rows"])
     examples.source = f"{path} (held-out {split['validation_fraction']:.0%})"
     return _first(examples, cfg.data.max_eval_samples)
-
-
-def _model_labels(ref: str) -> list[str] | None:
-    from ptft_cli.models import label_names_of
-
-    return label_names_of(ref)
 
 
 def evaluate(cfg: Config, inputs: Inputs, loaded: Loaded, progress: Callable[[int], None]) -> dict[str, Any]:
