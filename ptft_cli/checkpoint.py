@@ -454,11 +454,12 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def save_pretrained(model: Any, tokenizer: Any, dest: Path) -> None:
-    """`save_pretrained` of model and tokenizer (safetensors), atomically replacing `dest`."""
+def save_pretrained(model: Any, tokenizer: Any, dest: Path, weights: dict[str, Any] | None = None) -> None:
+    """`save_pretrained` of model and tokenizer (safetensors), atomically replacing `dest`.
+    `weights`: the full state dict where the model holds only a shard of it (FSDP)."""
 
     def write(folder: Path) -> None:
-        model.save_pretrained(folder, safe_serialization=True)
+        model.save_pretrained(folder, safe_serialization=True, state_dict=weights)
         if tokenizer is not None:
             tokenizer.save_pretrained(folder)
 
@@ -484,11 +485,14 @@ class Snapshot:
     data_files: dict[str, int]  # training/validation files and their sizes, to notice edited data
 
 
-def save_checkpoint(run: RunDir, state: Any, snap: Snapshot, *, keep: int) -> Path:
-    """A resumable checkpoint of `state` (a `loop.TrainState`) in `checkpoints/step-N/`:
+def save_checkpoint(run: RunDir, state: Any, snap: Snapshot, tensors: dict[str, Any], *, keep: int) -> Path:
+    """A resumable checkpoint of `state` (a `loop.TrainState`) in `checkpoints/step-N/`, with the
+    weights, optimizer state and random generators `distributed.training_tensors` gathered:
 
         model.safetensors, config.json, tokenizer files   the weights, loadable by transformers
-        training_state.pt    optimizer, scheduler, grad scaler, torch/CUDA RNG (torch.load weights_only)
+        training_state.pt    optimizer (by parameter name), scheduler, grad scaler, torch/CUDA RNG of
+                             every process (torch.load weights_only); nothing depends on the number
+                             of processes, so a run resumes on more or fewer
         data_position.npz    a stream's buffered tokens (streaming runs only)
         state.json           counters, data position, best-so-far, early stopping, python/numpy RNG
         metrics.jsonl        the metrics history up to this step
@@ -502,17 +506,17 @@ def save_checkpoint(run: RunDir, state: Any, snap: Snapshot, *, keep: int) -> Pa
     dest = run.checkpoint(state.step)
 
     def write(folder: Path) -> None:
-        snap.model.save_pretrained(folder, safe_serialization=True)
+        snap.model.save_pretrained(folder, safe_serialization=True, state_dict=tensors["weights"])
         if snap.tokenizer is not None:
             snap.tokenizer.save_pretrained(folder)
         opt = snap.opt
         torch.save(
             {
-                "optimizer": opt.optimizer.state_dict(),
+                "optimizer": tensors["optimizer"],
                 "scheduler": opt.scheduler.state_dict(),
                 "scaler": opt.scaler.state_dict() if opt.scaler is not None else None,
-                "rng_torch": torch.get_rng_state(),
-                "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "rng_torch": [r["torch"] for r in tensors["rng"]],
+                "rng_cuda": [r["cuda"] for r in tensors["rng"]],
             },
             folder / "training_state.pt",
         )
@@ -644,26 +648,33 @@ def _read(folder: Path) -> Saved:
     return saved
 
 
-def restore_training(saved: Saved, opt: Any) -> None:
-    """Optimizer, scheduler and scaler state from a checkpoint (`opt`: a `loop.Optimization`)."""
+def restore_training(saved: Saved, opt: Any, module: Any) -> None:
+    """Optimizer, scheduler and scaler state from a checkpoint (`opt`: a `loop.Optimization` over
+    `module`'s parameters, whole or sharded)."""
     import torch
 
+    from ptft_cli.distributed import load_optimizer_state
+
     tensors = torch.load(saved.path / "training_state.pt", map_location="cpu", weights_only=True)
-    opt.optimizer.load_state_dict(tensors["optimizer"])
+    load_optimizer_state(module, opt.optimizer, tensors["optimizer"])
     opt.scheduler.load_state_dict(tensors["scheduler"])
     if opt.scaler is not None and tensors["scaler"] is not None:
         opt.scaler.load_state_dict(tensors["scaler"])
 
 
-def restore_rng(saved: Saved) -> None:
-    """Python, numpy, torch and CUDA random states as they were when the checkpoint was saved.
-    Done last before the loop, after everything that draws random numbers while setting up."""
+def restore_rng(saved: Saved, rank: int) -> None:
+    """Python, numpy, torch and CUDA random states as they were when the checkpoint was saved (this
+    process's, by rank; a rank the saving run did not have starts a fresh generator seeded by the
+    step and rank). Done last before the loop, after everything that draws random numbers."""
     import torch
 
     tensors = torch.load(saved.path / "training_state.pt", map_location="cpu", weights_only=True)
-    torch.set_rng_state(tensors["rng_torch"])
-    if torch.cuda.is_available() and tensors["rng_cuda"]:
-        torch.cuda.set_rng_state_all(tensors["rng_cuda"])
+    if rank < len(tensors["rng_torch"]):
+        torch.set_rng_state(tensors["rng_torch"][rank])
+        if torch.cuda.is_available() and tensors["rng_cuda"][rank]:
+            torch.cuda.set_rng_state_all(tensors["rng_cuda"][rank])
+    else:
+        torch.manual_seed(1_000_003 * saved.state["step"] + rank)
     python, numpy = _rng_states(saved)
     random.setstate(python)
     np.random.set_state(numpy)

@@ -56,6 +56,26 @@ ResumeOpt = Annotated[
         show_default=False,
     ),
 ]
+NprocOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--nproc",
+        help="Processes on this machine, one per GPU (launched through torchrun; sets distributed.nproc_per_node).",
+        show_default=False,
+    ),
+]
+NnodesOpt = Annotated[
+    int | None,
+    typer.Option("--nnodes", help="Machines in the run (sets distributed.nnodes).", show_default=False),
+]
+RdzvOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--rdzv-endpoint",
+        help="host:port where the machines meet (sets distributed.rdzv_endpoint).",
+        show_default=False,
+    ),
+]
 
 
 def _run(
@@ -69,6 +89,7 @@ def _run(
     `values` are typed command-line options (`--input PATH`, ...) set on the config as they are,
     never parsed as YAML."""
     from ptft_cli import console
+    from ptft_cli.distributed import PeerFailed
     from ptft_cli.errors import PtftError
     from ptft_cli.signals import Interrupted
 
@@ -86,19 +107,42 @@ def _run(
     except Interrupted as e:
         console.error(e.message)
         raise typer.Exit(e.exit_code) from None
+    except PeerFailed as e:  # another process of a distributed run hit a bug and printed it
+        console.error(str(e))
+        raise typer.Exit(1) from None
     except KeyboardInterrupt:
         console.error("interrupted")
         raise typer.Exit(130) from None
 
 
 def _options(
-    command: str, config: Path, overrides: list[str] | None, resume: str | None, overwrite: bool
+    command: str,
+    config: Path,
+    overrides: list[str] | None,
+    resume: str | None,
+    overwrite: bool,
+    launch: tuple[int | None, int | None, str | None] = (None, None, None),
 ) -> Any:
     """The runner's options: --overwrite, and the exact command line that resumes this run."""
     from ptft_cli.runner import RunOptions
 
     sets = [part for item in overrides or [] for part in ("--set", item)]
-    again = ["ptft", command, "--config", os.path.abspath(config.expanduser()), *sets, "--resume", "auto"]
+    flags = [
+        part
+        for name, value in zip(("--nproc", "--nnodes", "--rdzv-endpoint"), launch)
+        if value is not None
+        for part in (name, str(value))
+    ]
+    again = [
+        "ptft",
+        command,
+        "--config",
+        os.path.abspath(config.expanduser()),
+        *sets,
+        *flags,
+        "--resume",
+        "auto",
+    ]
     return RunOptions(overwrite=overwrite, resume_command=shlex.join(again), started=STARTED)
 
 
@@ -117,12 +161,53 @@ def _main(
     """Pretrain and fine-tune Transformer language models from one YAML file."""
 
 
-def _train(command: str, config: Path, set_: list[str] | None, overwrite: bool, resume: str | None) -> None:
+def _train(
+    command: str, config: Path, set_: list[str] | None, flags: tuple[bool, str | None], launch: Any
+) -> None:
     from ptft_cli import runner
 
-    opts = _options(command, config, set_, resume, overwrite)
-    values = {"resume": ("--resume", _resume_value(resume))}
-    _run(config, set_, lambda cfg: getattr(runner, command)(cfg, opts), values)
+    overwrite, resume = flags
+    opts = _options(command, config, set_, resume, overwrite, launch)
+    values = {"resume": ("--resume", _resume_value(resume)), **_launch_values(*launch)}
+
+    def action(cfg: Any) -> None:
+        if _launches(cfg):  # this process starts the workers, which run the command itself
+            raise typer.Exit(_launch(cfg))
+        getattr(runner, command)(cfg, opts)
+
+    _run(config, set_, action, values)
+
+
+def _launch_values(nproc: int | None, nnodes: int | None, rdzv: str | None) -> dict[str, tuple[str, Any]]:
+    return {
+        "distributed.nproc_per_node": ("--nproc", nproc),
+        "distributed.nnodes": ("--nnodes", nnodes),
+        "distributed.rdzv_endpoint": ("--rdzv-endpoint", rdzv),
+    }
+
+
+def _launches(cfg: Any) -> bool:
+    """True when this command should start torchrun's workers (and is not one of them)."""
+    from ptft_cli import distributed
+
+    d = cfg.distributed
+    return not distributed.launched() and ((d.nproc_per_node or 1) > 1 or d.nnodes > 1)
+
+
+def _launch(cfg: Any) -> int:
+    from ptft_cli import distributed
+    from ptft_cli.errors import ConfigError
+
+    d = cfg.distributed
+    if d.nnodes > 1 and not d.rdzv_endpoint:
+        raise ConfigError(
+            f"{d.nnodes} machines need a meeting point",
+            where=cfg.where("distributed.rdzv_endpoint"),
+            key="distributed.rdzv_endpoint",
+            hint="set --rdzv-endpoint host:port (a machine of the run all can reach; the same on every machine)",
+        )
+    launch = distributed.Launch(d.nproc_per_node or 1, str(d.nnodes), d.rdzv_endpoint)
+    return distributed.run_workers(launch, sys.argv[1:])
 
 
 def _resume_value(resume: str | None) -> str | None:
@@ -134,18 +219,30 @@ def _resume_value(resume: str | None) -> str | None:
 
 @app.command()
 def pretrain(
-    config: ConfigOpt, set_: SetOpt = None, overwrite: OverwriteOpt = False, resume: ResumeOpt = None
+    config: ConfigOpt,
+    set_: SetOpt = None,
+    overwrite: OverwriteOpt = False,
+    resume: ResumeOpt = None,
+    nproc: NprocOpt = None,
+    nnodes: NnodesOpt = None,
+    rdzv_endpoint: RdzvOpt = None,
 ) -> None:
     """Masked-LM or causal-LM pretraining, from scratch or continued from a checkpoint."""
-    _train("pretrain", config, set_, overwrite, resume)
+    _train("pretrain", config, set_, (overwrite, resume), (nproc, nnodes, rdzv_endpoint))
 
 
 @app.command()
 def finetune(
-    config: ConfigOpt, set_: SetOpt = None, overwrite: OverwriteOpt = False, resume: ResumeOpt = None
+    config: ConfigOpt,
+    set_: SetOpt = None,
+    overwrite: OverwriteOpt = False,
+    resume: ResumeOpt = None,
+    nproc: NprocOpt = None,
+    nnodes: NnodesOpt = None,
+    rdzv_endpoint: RdzvOpt = None,
 ) -> None:
     """Fine-tune a pretrained model: sequence classification, or continued causal-LM training."""
-    _train("finetune", config, set_, overwrite, resume)
+    _train("finetune", config, set_, (overwrite, resume), (nproc, nnodes, rdzv_endpoint))
 
 
 @app.command()
@@ -186,17 +283,22 @@ def predict(
 
 @app.command()
 def validate(
-    config: ConfigOpt, set_: SetOpt = None, overwrite: OverwriteOpt = False, resume: ResumeOpt = None
+    config: ConfigOpt,
+    set_: SetOpt = None,
+    overwrite: OverwriteOpt = False,
+    resume: ResumeOpt = None,
+    nproc: NprocOpt = None,
+    nnodes: NnodesOpt = None,
+    rdzv_endpoint: RdzvOpt = None,
 ) -> None:
     """Check a config and its data (schema, paths, columns, labels, split sizes) without training.
 
-    Takes the training commands' --overwrite and --resume, to check what that run would do."""
+    Takes the training commands' options, to check what that run would do (and print its global batch)."""
     from ptft_cli import runner
 
     opts = _options("validate", config, set_, resume, overwrite)
-    _run(
-        config, set_, lambda cfg: runner.validate(cfg, opts), {"resume": ("--resume", _resume_value(resume))}
-    )
+    values = {"resume": ("--resume", _resume_value(resume)), **_launch_values(nproc, nnodes, rdzv_endpoint)}
+    _run(config, set_, lambda cfg: runner.validate(cfg, opts), values)
 
 
 def main() -> None:

@@ -26,6 +26,11 @@ from rich.text import Text
 console = Console(stderr=True, highlight=False)
 
 
+def quiet(enabled: bool) -> None:
+    """Silence this process (the other ranks of a distributed run: rank 0 speaks for all)."""
+    console.quiet = enabled
+
+
 def info(message: str) -> None:
     console.print(Text(message), soft_wrap=True)
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import sys
 from dataclasses import dataclass
 
 import torch
 
+from ptft_cli.distributed import SINGLE, World
 from ptft_cli.errors import ConfigError
 
 
@@ -20,6 +22,7 @@ class Hardware:
     # What `evaluate` and `predict` run in. Evaluation during training uses it too, so every
     # validation figure of a run (the best one included) is the one `ptft evaluate` reproduces.
     eval_precision: str = "fp32"
+    world: World = SINGLE  # this process among a distributed run's (evaluation is sharded over them)
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """Mixed precision for training forward passes; weights and optimizer state stay fp32."""
@@ -145,6 +148,51 @@ def _keep_freed_memory() -> None:
         libc.mallopt(m_trim_threshold, 1 << 31)
     except (OSError, AttributeError):
         pass
+
+
+def for_process(hw: Hardware, world: World, where: str) -> Hardware:
+    """The device of this process in a distributed run: its own GPU (LOCAL_RANK), or the CPU."""
+    if world.size == 1:
+        return hw
+    if hw.device.type == "cuda" and hw.device.index != world.device.index:
+        raise ConfigError(
+            f"device {hw.device} would put every process on one GPU",
+            where=where,
+            key="device",
+            hint="use device: auto or cuda; under torchrun each process takes the GPU of its LOCAL_RANK",
+        )
+    if hw.device.type != world.device.type:
+        raise ConfigError(
+            f"device {hw.device.type} cannot train with the {world.device.type} process group",
+            where=where,
+            key="device",
+            hint="use device: auto",
+        )
+    return dataclasses.replace(hw, world=world)
+
+
+# Dense bf16/fp16 tensor-core peaks (FLOP/s) from the vendors' datasheets, by device-name fragment.
+_PEAK_FLOPS = {
+    "H200": 989e12,
+    "H100": 989e12,  # SXM; the PCIe part is lower (756e12), named "H100 PCIe"
+    "H100 PCIe": 756e12,
+    "A100": 312e12,
+    "L40S": 362e12,
+    "A10G": 125e12,
+    "L4": 121e12,
+    "RTX 4090": 165e12,
+    "RTX 3090": 71e12,
+    "V100": 125e12,
+}
+
+
+def peak_flops(hw: Hardware) -> float | None:
+    """One device's stated half-precision peak, for MFU (None: unknown, or not a GPU)."""
+    if hw.device.type != "cuda" or hw.precision == "fp32":
+        return None
+    name = torch.cuda.get_device_name(hw.device)
+    matches = [k for k in _PEAK_FLOPS if k in name]
+    return _PEAK_FLOPS[max(matches, key=len)] if matches else None
 
 
 def attn_implementation(choice: str, device: torch.device, max_length: int) -> str:

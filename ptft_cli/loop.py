@@ -12,7 +12,6 @@ Read `train` top to bottom.
 
 from __future__ import annotations
 
-import itertools
 import math
 import time
 from collections.abc import Callable
@@ -22,7 +21,9 @@ from typing import Any
 import torch
 
 from ptft_cli.config import TrainingConfig
+from ptft_cli.data import sampler
 from ptft_cli.data.sampler import BatchSource
+from ptft_cli.distributed import Replica
 
 
 @dataclass
@@ -46,17 +47,19 @@ class TrainingData:
 class Plan:
     """Step arithmetic and cadences, fixed before step 0."""
 
-    batches_per_epoch: int | None  # None: a stream of unknown length
+    batches_per_epoch: int | None  # global batches = steps; None: a stream of unknown length
     steps_per_epoch: int | None
     total_steps: int
     eval_every: int | None  # in steps; None: at each epoch's end
     save_every: int | None  # in steps; None: at each evaluation
     log_every: int
-    accumulation: int  # micro-batches per optimizer step
+    accumulation: int  # micro-batches per optimizer step and process
     patience: int | None  # evaluations without a new best before stopping early
+    global_batch: int = 1  # examples or blocks per step, over all processes
+    peak_flops: float | None = None  # the devices' stated peak FLOP/s together (for MFU), if known
 
     @classmethod
-    def make(cls, batches_per_epoch: int | None, t: TrainingConfig) -> Plan:
+    def make(cls, batches_per_epoch: int | None, t: TrainingConfig, processes: int = 1) -> Plan:
         eval_every = t.eval_every if isinstance(t.eval_every, int) else None
         save_every = t.save_every if isinstance(t.save_every, int) else None
         cadence = (
@@ -66,12 +69,12 @@ class Plan:
             t.gradient_accumulation_steps,
             t.early_stopping_patience,
         )
+        size = sampler.global_batch(t, processes)
         if batches_per_epoch is None:  # streaming: the config guarantees max_steps
             assert t.max_steps is not None
-            return cls(None, None, t.max_steps, *cadence)
-        steps_per_epoch = math.ceil(batches_per_epoch / t.gradient_accumulation_steps)
-        total = t.max_steps if t.max_steps is not None else max(1, math.ceil(t.epochs * steps_per_epoch))
-        return cls(batches_per_epoch, steps_per_epoch, total, *cadence)
+            return cls(None, None, t.max_steps, *cadence, size)
+        total = t.max_steps if t.max_steps is not None else max(1, math.ceil(t.epochs * batches_per_epoch))
+        return cls(batches_per_epoch, batches_per_epoch, total, *cadence, size)
 
 
 @dataclass
@@ -115,6 +118,7 @@ class TrainState:
     interrupted: bool = False  # stopped on request (a signal); the last checkpoint is this state
     last_eval: dict[str, Any] = field(default_factory=dict)
     window: Window = field(default_factory=Window)
+    global_batch: int | None = None  # examples or blocks per step, over all processes
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON values; a stream's arrays are left out (the checkpoint stores them apart)."""
@@ -168,51 +172,59 @@ class Clock:
 
 
 def train(
-    model: Any, data: TrainingData, opt: Optimization, plan: Plan, state: TrainState, cb: Callbacks
+    model: Replica, data: TrainingData, opt: Optimization, plan: Plan, state: TrainState, cb: Callbacks
 ) -> tuple[TrainState, Clock]:
-    """Train from `state` until `plan.total_steps`, early stopping or a stop request."""
+    """Train from `state` until `plan.total_steps`, early stopping or a stop request.
+
+    Every process of a distributed run runs this loop in step with the others: `model.world`
+    splits each step's batch and sums what must be global (items, losses, stop requests)."""
     clock = Clock()
-    model.train()
+    model.module.train()
     while state.step < plan.total_steps and not state.stopped_early:
         fresh_epoch = state.batch_in_epoch == 0 and state.stream is None
         batches = data.batches.iterate(state.epoch, state.batch_in_epoch, state.stream)
         epoch_over = False
         while not epoch_over and state.step < plan.total_steps:
-            # one optimizer step = `accumulation` micro-batches; the loss is normalised by the items
-            # in the whole step, so accumulation equals one big batch
-            micro = [data.collate(b) for b in itertools.islice(batches, plan.accumulation)]
-            if not micro and fresh_epoch:
+            # one optimizer step = one global batch, of which this process takes its micro-batches
+            step_batch = next(batches, None)
+            if step_batch is None and fresh_epoch:
                 raise EmptyEpoch(state.epoch)  # else every later epoch is empty too: a busy loop
             fresh_epoch = False
-            epoch_over = len(micro) < plan.accumulation  # a stream ran dry
-            if micro:
-                grad_norm = _step(model, micro, opt, data, state)
-                state.batch_in_epoch += len(micro)
-                if plan.batches_per_epoch is not None and state.batch_in_epoch >= plan.batches_per_epoch:
-                    epoch_over = True
+            stepped, stop = step_batch is not None, False
+            if step_batch is None:
+                epoch_over = True  # a stream ran dry at a step boundary
+            else:
+                w = model.world
+                parts = sampler.micro_batches(step_batch, w.rank, w.size, plan.accumulation)
+                micro = [(data.collate(spec), real) for spec, real in parts]
+                grad_norm, stop = _step(model, micro, opt, data, state, cb.stop_requested())
+                state.batch_in_epoch += 1
+                if plan.batches_per_epoch is not None:
+                    epoch_over = state.batch_in_epoch >= plan.batches_per_epoch
+                else:
+                    epoch_over = len(step_batch) < plan.global_batch  # a stream's short last batch
             if epoch_over:
                 state.epoch += 1
                 state.batch_in_epoch, state.stream = 0, None
 
             # every log_every steps: training loss, learning rate, throughput
-            if micro and (state.step % plan.log_every == 0 or state.step == plan.total_steps):
+            if stepped and (state.step % plan.log_every == 0 or state.step == plan.total_steps):
                 record = {
                     "step": state.step,
                     "epoch": _epoch(state, plan),
                     "lr": opt.scheduler.get_last_lr()[0],
                     "grad_norm": grad_norm,
-                    **_rates(state.window, clock, data.flops_per_token),
+                    **_rates(state.window, clock, data.flops_per_token, plan.peak_flops),
                 }
                 cb.log(record)
                 cb.progress(state.step, record["loss"], _shown(record))
                 state.window = Window()
                 clock.window_start = time.perf_counter()
-            elif micro:
+            elif stepped:
                 cb.progress(state.step, state.window.mean_loss(), "")
 
             # every eval_every steps (or at each epoch's end): evaluate, keep the best model
             finished = state.step >= plan.total_steps
-            stepped = bool(micro)
             evaluate = (plan.eval_every is None and epoch_over) or (
                 stepped and plan.eval_every is not None and state.step % plan.eval_every == 0
             )
@@ -220,11 +232,10 @@ def train(
                 evaluate = True  # the run ends between evaluations
             if evaluate:
                 started = time.perf_counter()
-                _evaluate(model, data, state, plan, cb)
+                _evaluate(model.module, data, state, plan, cb)
                 clock.side(started)
 
             # every save_every steps (or at each evaluation), at the end, and when asked to stop
-            stop = cb.stop_requested()
             save = (
                 (plan.save_every is None and evaluate)
                 or (stepped and plan.save_every is not None and state.step % plan.save_every == 0)
@@ -252,22 +263,41 @@ def train(
 
 
 def _step(
-    model: Any, micro: list[dict[str, torch.Tensor]], opt: Optimization, data: TrainingData, state: TrainState
-) -> float | None:
-    """Forward and backward over the micro-batches, then clip, update and advance the schedule."""
-    items = sum(data.count(b) for b in micro)
-    for batch in micro:
-        loss = data.loss_sum(model, batch) / items
-        if not torch.isfinite(loss):
-            raise Diverged(state.step + 1, loss.item())
-        (opt.scaler.scale(loss) if opt.scaler else loss).backward()
-        state.window.loss += loss.item() * items
-    params = [p for p in model.parameters() if p.requires_grad]
+    model: Replica,
+    micro: list[tuple[dict[str, torch.Tensor], bool]],
+    opt: Optimization,
+    data: TrainingData,
+    state: TrainState,
+    stop: bool,
+) -> tuple[float | None, bool]:
+    """Forward and backward over this process's micro-batches (`real` False: a filler weighted 0),
+    then clip, update and advance the schedule. Returns the gradient norm and whether any process
+    was asked to stop (`stop`: this one was)."""
+    world = model.world
+    # The loss is normalised by the items (examples or target tokens) of the whole global batch, so
+    # any split over processes and accumulation equals one big batch. DDP and FSDP average
+    # gradients over processes, hence the factor `world.size`.
+    (items,) = world.sum([sum(data.count(b) for b, real in micro if real)])
+    step_loss = 0.0  # this process's share of the step's mean loss
+    for i, (batch, real) in enumerate(micro):
+        with model.sync_gradients(i == len(micro) - 1):
+            loss = data.loss_sum(model.forward, batch) * ((world.size if real else 0.0) / items)
+            (opt.scaler.scale(loss) if opt.scaler else loss).backward()
+        step_loss += loss.item() / world.size
+    real_micro = [b for b, real in micro if real]
+    examples = sum(b["input_ids"].shape[0] for b in real_micro)
+    tokens = sum(data.tokens(b) for b in real_micro) if data.tokens else 0
+    total = world.sum([step_loss, examples, tokens, float(stop)])
+    mean_loss = total[0]
+    if not math.isfinite(mean_loss):
+        raise Diverged(state.step + 1, mean_loss)  # every process sees the same sum: all stop here
+    params = [p for p in model.module.parameters() if p.requires_grad]
     if opt.scaler:
         opt.scaler.unscale_(opt.optimizer)
     norm = None
     if opt.max_grad_norm is not None:
-        norm = torch.nn.utils.clip_grad_norm_(params, opt.max_grad_norm).item()
+        norm_t = torch.nn.utils.clip_grad_norm_(params, opt.max_grad_norm)
+        norm = (norm_t.full_tensor() if hasattr(norm_t, "full_tensor") else norm_t).item()  # FSDP: a DTensor
     if opt.scaler:
         opt.scaler.step(opt.optimizer)
         opt.scaler.update()
@@ -276,12 +306,12 @@ def _step(
     opt.scheduler.step()
     opt.optimizer.zero_grad(set_to_none=True)
     state.step += 1
-    n_examples = sum(b["input_ids"].shape[0] for b in micro)
-    state.examples += n_examples
-    state.window.items += items
-    state.window.examples += n_examples
-    state.window.tokens += sum(data.tokens(b) for b in micro) if data.tokens else 0
-    return norm
+    state.examples += int(total[1])
+    state.window.loss += mean_loss * items
+    state.window.items += int(items)
+    state.window.examples += int(total[1])
+    state.window.tokens += int(total[2])
+    return norm, total[3] > 0
 
 
 def _evaluate(model: Any, data: TrainingData, state: TrainState, plan: Plan, cb: Callbacks) -> None:
@@ -318,7 +348,9 @@ def _epoch(state: TrainState, plan: Plan) -> float:
     return round(state.epoch + state.batch_in_epoch / plan.batches_per_epoch, 4)
 
 
-def _rates(window: Window, clock: Clock, flops_per_token: float | None) -> dict[str, float | None]:
+def _rates(
+    window: Window, clock: Clock, flops_per_token: float | None, peak_flops: float | None
+) -> dict[str, float | None]:
     elapsed = time.perf_counter() - clock.window_start
     out: dict[str, float | None] = {
         "loss": window.mean_loss(),
@@ -328,6 +360,8 @@ def _rates(window: Window, clock: Clock, flops_per_token: float | None) -> dict[
         out["tokens_per_s"] = window.tokens / elapsed if elapsed > 0 else None
         if flops_per_token and out["tokens_per_s"]:
             out["flops_per_s"] = out["tokens_per_s"] * flops_per_token
+            if peak_flops:  # model FLOPs utilisation: of the stated peak of all devices together
+                out["mfu"] = out["flops_per_s"] / peak_flops
     return out
 
 
@@ -336,6 +370,8 @@ def _shown(record: dict[str, Any]) -> str:
         text = f"{record['tokens_per_s']:,.0f} tok/s"
         if record.get("flops_per_s"):
             text += f" {record['flops_per_s'] / 1e9:,.1f} GFLOP/s"
+        if record.get("mfu"):
+            text += f" MFU {record['mfu']:.0%}"
         return text
     return f"{record.get('samples_per_s') or 0:.1f} samples/s"
 

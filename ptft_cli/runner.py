@@ -46,66 +46,101 @@ def finetune(cfg: Config, opts: RunOptions | None = None) -> dict[str, Any]:
 
 
 def train(cfg: Config, command: str, opts: RunOptions) -> dict[str, Any]:
-    """Train the configured task, from scratch or from a checkpoint; returns results.json's content."""
-    # 1. Everything that can be checked without torch, before anything is written.
-    task = tasks.get(cfg, command)
-    models.check_refs(cfg, command)
-    inputs = task.read_inputs(cfg, command)
-    run = RunDir(cfg.output_dir)
-    saved = resume_point(cfg, run, opts, inputs.files)
+    """Train the configured task, from scratch or from a checkpoint; returns results.json's content.
+    Under torchrun every process runs this; rank 0 alone prints and writes."""
+    from ptft_cli import distributed
+
+    world = distributed.join(cfg.device, cfg.distributed.timeout_minutes, cfg.distributed.strategy)
+    console.quiet(not world.main)
+    try:
+        return _train(cfg, command, opts, world)
+    finally:
+        distributed.leave(world)
+
+
+def _train(cfg: Config, command: str, opts: RunOptions, world: Any) -> dict[str, Any]:
+    from ptft_cli.distributed import agreeing
+
+    # 1. Everything that can be checked without torch, before anything is written. Every process
+    #    checks; if any fails, all stop with the same line (`agreeing`).
+    with agreeing(world):
+        task = tasks.get(cfg, command)
+        models.check_refs(cfg, command)
+        inputs = task.read_inputs(cfg, command)
+        run = RunDir(cfg.output_dir)
+        saved = resume_point(cfg, run, opts, inputs.files)
+    _same_checkpoint(cfg, world, saved)
 
     import torch
 
-    from ptft_cli import hardware, loop, optim
+    from ptft_cli import distributed, hardware, loop, optim
 
     # 2. Seed, device, tokenizer (a resumed run reads its own), data, model.
-    seed_everything(cfg.seed)
-    hw = hardware.resolve(cfg.device, cfg.precision, training=True, where=cfg.where("device"))
-    models.quiet_transformers()
-    head = task.head(cfg, inputs)
-    if saved is not None:
-        tokenizer = models.load_tokenizer(str(saved.path), cfg.model, "resume", cfg.where("resume"))
-        tokenizer_desc = f"from {saved.path.name}, {len(tokenizer):,} tokens"
-    else:
-        tokenizer, tokenizer_desc = models.tokenizer(cfg, head, inputs.texts or (lambda: iter(())))
-    if head.pads:
-        models.ensure_pad_token(tokenizer, None)
-    data = task.training_data(cfg, inputs, tokenizer, hw)
-    attn = hardware.attn_implementation(cfg.model.attn_implementation, hw.device, cfg.tokenizer.max_length)
-    model, model_desc = models.build(cfg, head, tokenizer, attn)
-    if saved is not None:
-        with checkpoint.reading(saved.path):
-            models.load_weights(model, saved.path)
-    total, trainable = models.parameter_counts(model)
-    if trainable == 0:
-        raise ConfigError(
-            "nothing to train: every parameter of the model is frozen",
-            where=cfg.where("model.freeze_backbone"),
-            key="model.freeze_backbone",
-            hint="this model has no separate head; train it unfrozen, or with train_top_k_layers",
+    with agreeing(world):
+        seed_everything(cfg.seed)
+        hw = hardware.resolve(cfg.device, cfg.precision, training=True, where=cfg.where("device"))
+        hw = hardware.for_process(hw, world, cfg.where("device"))
+        models.quiet_transformers()
+        head = task.head(cfg, inputs)
+        if saved is not None:
+            tokenizer = models.load_tokenizer(str(saved.path), cfg.model, "resume", cfg.where("resume"))
+            tokenizer_desc = f"from {saved.path.name}, {len(tokenizer):,} tokens"
+        else:
+            tokenizer, tokenizer_desc = models.tokenizer(cfg, head, inputs.texts or (lambda: iter(())))
+        if head.pads:
+            models.ensure_pad_token(tokenizer, None)
+    data: Any = None
+    for first_on_node in (True, False):  # the token cache is built by one process per node, then read
+        with agreeing(world):
+            if (world.local_rank == 0) == first_on_node:
+                data = task.training_data(cfg, inputs, tokenizer, hw)
+    with agreeing(world):
+        t = cfg.training
+        plan = loop.Plan.make(data.batches.batches_per_epoch, t, world.size)
+        if saved is not None:
+            _check_global_batch(cfg, saved, plan, world)
+        attn = hardware.attn_implementation(
+            cfg.model.attn_implementation, hw.device, cfg.tokenizer.max_length
         )
-    model.to(hw.device)
-    if data.tokens is not None and data.seq_len:
-        data.flops_per_token = models.flops_per_token(model, data.seq_len)
+        model, model_desc = models.build(cfg, head, tokenizer, attn)
+        if saved is not None:
+            with checkpoint.reading(saved.path):
+                models.load_weights(model, saved.path)
+        total, trainable = models.parameter_counts(model)
+        if trainable == 0:
+            raise ConfigError(
+                "nothing to train: every parameter of the model is frozen",
+                where=cfg.where("model.freeze_backbone"),
+                key="model.freeze_backbone",
+                hint="this model has no separate head; train it unfrozen, or with train_top_k_layers",
+            )
+        model.to(hw.device)
+        if t.gradient_checkpointing:
+            models.checkpoint_activations(model, cfg.where("training.gradient_checkpointing"))
+        if data.tokens is not None and data.seq_len:
+            data.flops_per_token = models.flops_per_token(model, data.seq_len)
+            plan.peak_flops = hardware.peak_flops(hw) * world.size if hardware.peak_flops(hw) else None
 
-    # 3. Optimizer and schedule; a resumed run restores them and its loop state.
-    t = cfg.training
-    plan = loop.Plan.make(data.batches.batches_per_epoch, t)
+    # 3. Several processes: DDP or FSDP2 (collectives: every process gets here); compile; optimizer
+    #    and schedule. A resumed run restores them and its loop state.
+    replica = distributed.wrap(model, world, cfg.distributed.strategy, hw.precision)
+    if t.compile:
+        replica.forward = torch.compile(replica.forward)
     optimizer = optim.adamw(model, t, hw.device)
     scaler = torch.amp.GradScaler("cuda") if hw.needs_grad_scaler else None
     opt = loop.Optimization(
         optimizer, optim.scheduler(optimizer, t, plan.total_steps), scaler, t.max_grad_norm
     )
-    state = loop.TrainState(best_metric=t.best_metric)
+    state = loop.TrainState(best_metric=t.best_metric, global_batch=plan.global_batch)
     if saved is not None:
-        with checkpoint.reading(saved.path):
-            checkpoint.restore_training(saved, opt)
+        with agreeing(world), checkpoint.reading(saved.path):
+            checkpoint.restore_training(saved, opt, model)
             state = loop.TrainState.from_dict(saved.state)
-        state.best_metric, state.interrupted = t.best_metric, False
+        state.best_metric, state.interrupted, state.global_batch = t.best_metric, False, plan.global_batch
         if state.step >= plan.total_steps or state.stopped_early:
             return _already_done(cfg, run, state, plan)
 
-    # 4. The header, then the first writes: claim the directory, record config and environment.
+    # 4. The header, then the first writes (rank 0): claim the directory, record config and environment.
     flops = f"; {data.flops_per_token / 1e6:,.1f} MFLOP per token" if data.flops_per_token else ""
     rows = [
         *data.summary[:1],
@@ -117,58 +152,109 @@ def train(cfg: Config, command: str, opts: RunOptions) -> dict[str, Any]:
     if saved is not None:
         rows.append(("resume", f"from {saved.path} (step {state.step}, epoch {state.epoch})"))
     _header(cfg, command, rows, data.seq_len, plan, hw)
-    claim, history = _claim(cfg, run, opts, saved, hw, inputs)
-    config_text = run.config_yaml.read_text(encoding="utf-8")
+    claim, history = None, []
+    with agreeing(world):
+        if world.main:
+            claim, history = _claim(cfg, run, opts, saved, hw, inputs)
+    config_text = _resolved(cfg)
     snapshot = checkpoint.Snapshot(model, tokenizer, opt, config_text, _sizes(inputs.files))
-    session = _Session(cfg, run, claim, opts, snapshot, MetricsLog(run.metrics_jsonl, history))
+    log = MetricsLog(run.metrics_jsonl, history) if world.main else None
+    session = _Session(cfg, run, claim, opts, snapshot, log, replica)
     first_step = state.step
     try:
         if saved is not None:
             with checkpoint.reading(saved.path):
-                checkpoint.restore_rng(saved)  # last: nothing drawn while setting up changes the run
+                checkpoint.restore_rng(
+                    saved, world.rank
+                )  # last: nothing drawn while setting up changes the run
         return _train_and_finish(session, data, plan, state)
     except BaseException:
-        claim.failed(reached_first_step=state.step > first_step)
+        if claim is not None:
+            claim.failed(reached_first_step=state.step > first_step)
         raise
     finally:
-        claim.release()
+        if claim is not None:
+            claim.release()
+
+
+def _same_checkpoint(cfg: Config, world: Any, saved: checkpoint.Saved | None) -> None:
+    """Every process must continue from the same checkpoint (they differ when nodes do not share the
+    output directory)."""
+    names = world.gather(str(saved.path) if saved is not None else None)
+    if len(set(names)) > 1:
+        shown = ", ".join(f"rank {r}: {n or 'none'}" for r, n in enumerate(names))
+        raise RunDirError(
+            f"the processes found different checkpoints to resume ({shown})",
+            where=cfg.where("output_dir"),
+            key="output_dir",
+            hint="every node must see the same output_dir (a shared filesystem)",
+        )
+
+
+def _check_global_batch(cfg: Config, saved: checkpoint.Saved, plan: Any, world: Any) -> None:
+    """A checkpoint continues with any split of the same global batch (batch_size × accumulation ×
+    processes), so a 2-process run resumes on 1 process with accumulation 2."""
+    before = saved.state.get("global_batch")
+    if before is None or before == plan.global_batch:
+        return
+    t = cfg.training
+    raise ConfigError(
+        f"cannot resume from {saved.path.name}: its global batch was {before}, now it is {plan.global_batch} "
+        f"({t.batch_size} per process × {t.gradient_accumulation_steps} accumulation × {world.size} processes)",
+        where=cfg.where("training.batch_size"),
+        key="training.batch_size",
+        hint=f"keep batch_size × gradient_accumulation_steps × processes at {before}",
+    )
 
 
 @dataclass
 class _Session:
-    """A training run once its directory is claimed: where everything goes."""
+    """A training run once its directory is claimed: where everything goes (`claim` and `log`
+    only on rank 0, the process that writes)."""
 
     cfg: Config
     run: RunDir
-    claim: checkpoint.Claim
+    claim: checkpoint.Claim | None
     opts: RunOptions
     snapshot: checkpoint.Snapshot  # model, tokenizer and optimizer, as checkpoints save them
-    log: MetricsLog
+    log: MetricsLog | None
+    replica: Any  # distributed.Replica: the model as this process trains it
 
 
 def _train_and_finish(s: _Session, data: Any, plan: Any, state: Any) -> dict[str, Any]:
     """5. Train (the loop's records, checkpoints and progress go to the run); 6. the results."""
-    from ptft_cli import loop
+    from ptft_cli import distributed, loop
     from ptft_cli.signals import StopOnSignal
 
-    t, run, snap = s.cfg.training, s.run, s.snapshot
+    t, run, snap, world = s.cfg.training, s.run, s.snapshot, s.replica.world
     startup = time.perf_counter() - s.opts.started
 
+    # Saving is collective (every process hands in its part), rank 0 writes, and a failure there
+    # (a full disk) stops every process with the same line.
     def save_checkpoint(state: Any) -> None:
-        checkpoint.save_checkpoint(run, state, snap, keep=t.keep_checkpoints)
-        s.claim.saved()
+        tensors = distributed.training_tensors(s.replica, snap.opt.optimizer)
+        with distributed.agreeing(world):
+            if s.claim is not None:
+                checkpoint.save_checkpoint(run, state, snap, tensors, keep=t.keep_checkpoints)
+                s.claim.saved()
+
+    def save_model() -> None:
+        weights = s.replica.full_state()
+        with distributed.agreeing(world):
+            if world.main:
+                checkpoint.save_pretrained(snap.model, snap.tokenizer, run.model_dir, weights)
 
     with console.TrainProgress(plan.total_steps, start=state.step) as bar, StopOnSignal(bar.note) as stop:
         callbacks = loop.Callbacks(
-            log=s.log.write,
+            log=s.log.write if s.log is not None else (lambda record: None),
             progress=bar.advance,
             note=bar.note,
             save_checkpoint=save_checkpoint,
-            save_model=lambda: checkpoint.save_pretrained(snap.model, snap.tokenizer, run.model_dir),
+            save_model=save_model,
             stop_requested=stop,
         )
         try:
-            state, clock = loop.train(snap.model, data, snap.opt, plan, state, callbacks)
+            state, clock = loop.train(s.replica, data, snap.opt, plan, state, callbacks)
         except loop.Diverged as e:
             raise _diverged(s.cfg, run, e) from None
         except loop.EmptyEpoch:
@@ -183,7 +269,22 @@ def _train_and_finish(s: _Session, data: Any, plan: Any, state: Any) -> dict[str
             raise _interrupted(run, s.opts, "aborted", 130) from None
     if state.interrupted:
         raise _interrupted(run, s.opts, f"stopped at step {state.step}", stop.exit_code)
-    return _finish(s.cfg, run, s.log, state, (clock, startup, s.opts.started))
+    peaks = world.gather(_peak_memory_gb(s.replica.module))
+    if not world.main:
+        return {}
+    return _finish(s.cfg, run, s.log, state, (clock, startup, s.opts.started, peaks))
+
+
+def _peak_memory_gb(model: Any) -> float:
+    """The most memory this process held: the GPU's allocator peak, else the process's peak RSS."""
+    import resource
+
+    import torch
+
+    device = next(model.parameters()).device
+    if device.type == "cuda":
+        return round(torch.cuda.max_memory_allocated(device) / 2**30, 3)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)  # KiB on Linux
 
 
 def resume_point(cfg: Config, run: RunDir, opts: RunOptions, files: list[Path]) -> checkpoint.Saved | None:
@@ -282,10 +383,12 @@ def _header(
     resume = [r for r in rows if r[0] == "resume"]
     rows = [r for r in rows if r[0] != "resume"] + [
         ("device", f"{hw.device} · {hw.precision} ({hw.why}); evaluation {hw.eval_precision}"),
+        *_processes(cfg, hw.world),
         (
             "batch",
-            f"{t.batch_size} × {t.gradient_accumulation_steps} accumulation = "
-            f"{t.batch_size * t.gradient_accumulation_steps}{blocks}",
+            f"{t.batch_size} × {t.gradient_accumulation_steps} accumulation"
+            + (f" × {hw.world.size} processes" if hw.world.size > 1 else "")
+            + f" = {plan.global_batch}{blocks} per step",
         ),
         (
             "schedule",
@@ -296,6 +399,13 @@ def _header(
         *resume,
     ]
     console.key_values(f"ptft {command} · {cfg.source.name if cfg.source else ''}", rows)
+
+
+def _processes(cfg: Config, world: Any) -> list[tuple[str, str]]:
+    if world.size == 1:
+        return []
+    backend = "nccl" if world.device.type == "cuda" else "gloo"
+    return [("processes", f"{world.size} ({cfg.distributed.strategy.upper()}, {backend})")]
 
 
 def _claim(cfg: Config, run: RunDir, opts: RunOptions, saved: Any, hw: Any, inputs: Any) -> tuple[checkpoint.Claim, list[dict[str, Any]]]:  # fmt: skip
@@ -312,7 +422,7 @@ def _claim(cfg: Config, run: RunDir, opts: RunOptions, saved: Any, hw: Any, inpu
             f"replacing the run in {run.path}: the old one waits in {claim.aside} until the first checkpoint"
         )
     run.remove_temporaries()
-    checkpoint.atomic_write_text(run.config_yaml, f"# resolved by ptft from {cfg.source}\n{dump(cfg)}")
+    checkpoint.atomic_write_text(run.config_yaml, _resolved(cfg))
     env = environment(str(hw.device), hw.precision, hw.why, cfg.source.parent if cfg.source else None)
     checkpoint.atomic_write_json(run.env_json, env)
     if inputs.split is not None and not resumed_here:
@@ -323,6 +433,11 @@ def _claim(cfg: Config, run: RunDir, opts: RunOptions, saved: Any, hw: Any, inpu
         return claim, []
     with checkpoint.reading(saved.path):
         return claim, checkpoint.restore_metrics(run, saved)
+
+
+def _resolved(cfg: Config) -> str:
+    """config.yaml's text (and each checkpoint's copy)."""
+    return f"# resolved by ptft from {cfg.source}\n{dump(cfg)}"
 
 
 def _diverged(cfg: Config, run: RunDir, e: Any) -> PtftError:
@@ -354,12 +469,12 @@ def _already_done(cfg: Config, run: RunDir, state: Any, plan: Any) -> dict[str, 
 
 
 def _finish(
-    cfg: Config, run: RunDir, log: Any, state: Any, timing: tuple[Any, float, float]
+    cfg: Config, run: RunDir, log: Any, state: Any, timing: tuple[Any, float, float, list[float]]
 ) -> dict[str, Any]:
     """results.json, loss.png and the final table."""
     from ptft_cli.metrics import plot_losses
 
-    clock, startup, started = timing
+    clock, startup, started, peaks = timing
     t = cfg.training
     plot_losses(log.records, run.loss_png, f"{Path(str(cfg.source)).stem}: loss")
     session = time.perf_counter() - started
@@ -377,6 +492,7 @@ def _finish(
         if t.best_metric
         else None,
         "model_dir": str(run.model_dir),
+        "peak_memory_gb": peaks,  # per process, in rank order
     }
     checkpoint.atomic_write_json(run.results_json, results)
     shown = {k[5:]: v for k, v in state.last_eval.items() if k.startswith("eval_")}
@@ -530,6 +646,16 @@ def validate(cfg: Config, opts: RunOptions | None = None) -> None:
         rows += task.prediction_inputs(cfg).summary
     if cfg.evaluate.data:
         rows.append(("evaluate.data", str(cfg.evaluate.data)))
+    t, d = cfg.training, cfg.distributed
+    processes = (d.nproc_per_node or 1) * d.nnodes
+    rows.append(
+        (
+            "batch",
+            f"{t.batch_size} per process × {t.gradient_accumulation_steps} accumulation × {processes} "
+            f"process{'es' if processes > 1 else ''} = {t.batch_size * t.gradient_accumulation_steps * processes} per step"
+            + (f" ({d.strategy.upper()})" if processes > 1 else ""),
+        )
+    )
     rows.append(("output_dir", str(cfg.output_dir)))
     run = RunDir(cfg.output_dir)
     run.check_location(_protected(cfg, files), cfg.where("output_dir"))  # an error: it could delete data

@@ -239,13 +239,22 @@ class TrainingConfig:
         le=1_000_000_000,
     )
     batch_size: int = opt(
-        32, "Examples per optimizer step per device, before gradient accumulation.", ge=1, le=1_048_576
+        32,
+        "Examples per micro-batch per process. A step's global batch is batch_size × "
+        "gradient_accumulation_steps × processes; a resumed run may split the same global batch differently.",
+        ge=1,
+        le=1_048_576,
+        resume_safe=True,
     )
     eval_batch_size: int = opt(
         64, "Examples per forward pass in evaluation and prediction.", ge=1, resume_safe=True, le=1_048_576
     )
     gradient_accumulation_steps: int = opt(
-        1, "Micro-batches summed into one optimizer step.", ge=1, le=100_000
+        1,
+        "Micro-batches per process summed into one optimizer step (gradients are exchanged at the last).",
+        ge=1,
+        le=100_000,
+        resume_safe=True,
     )
     learning_rate: float = opt(5e-5, "Peak learning rate of AdamW.", gt=0, le=10.0)
     min_learning_rate: float = opt(0.0, "Floor the schedule decays to (cosine and linear).", ge=0, le=10.0)
@@ -307,6 +316,47 @@ class TrainingConfig:
         ge=1,
         resume_safe=True,
         le=1_000_000,
+    )
+    compile: bool = opt(
+        False,
+        "`torch.compile` the model's training forward and backward (the first steps take longer to compile).",
+        resume_safe=True,
+    )
+    gradient_checkpointing: bool = opt(
+        False,
+        "Recompute activations in the backward pass: much less memory for about a third more compute.",
+        resume_safe=True,
+    )
+
+
+@dataclass
+class DistributedConfig:
+    strategy: Literal["ddp", "fsdp"] = opt(
+        "ddp",
+        "With several processes: `ddp` keeps a full model per process; `fsdp` (FSDP2) shards parameters, "
+        "gradients and optimizer state per transformer block (models that do not fit one device).",
+        resume_safe=True,
+    )
+    nproc_per_node: int | None = opt(
+        None,
+        "Processes on this machine (one per GPU); `ptft` then launches them through torchrun. Also "
+        "`--nproc`. Null: one, or what an outer `torchrun` started.",
+        ge=1,
+        le=1024,
+        resume_safe=True,
+    )
+    nnodes: int = opt(1, "Machines in the run (also `--nnodes`).", ge=1, le=100_000, resume_safe=True)
+    rdzv_endpoint: str | None = opt(
+        None,
+        "host:port where the machines of a multi-node run meet (also `--rdzv-endpoint`).",
+        resume_safe=True,
+    )
+    timeout_minutes: int = opt(
+        10,
+        "How long a process waits for the others in a collective before giving up.",
+        ge=1,
+        le=10_000,
+        resume_safe=True,
     )
 
 
@@ -389,6 +439,9 @@ class Config:
         default_factory=ObjectiveConfig, metadata={"doc": "Pretraining objectives."}
     )
     training: TrainingConfig = field(default_factory=TrainingConfig, metadata={"doc": "Optimisation."})
+    distributed: DistributedConfig = field(
+        default_factory=DistributedConfig, metadata={"doc": "Several processes (GPUs, machines)."}
+    )
     evaluate: EvaluateConfig = field(
         default_factory=EvaluateConfig, metadata={"doc": "`ptft evaluate`.", "resume_safe": True}
     )

@@ -3,6 +3,11 @@
 Every epoch's order is a pure function of (seed, epoch), so a resumed run rebuilds the epoch it
 stopped in and starts at the batch it had reached by index, never by replaying batches. A stream
 (`StreamBatches`) instead reports its position after each batch, and reopens there.
+
+The unit is the optimizer step's global batch (batch_size × accumulation × processes).
+`micro_batches` then gives each process its contiguous share, cut into micro-batches. So the data
+of every step depends only on the global batch: 2 processes × batch 4, 1 × 4 with accumulation 2
+and 1 × 8 train on the same examples, and a checkpoint resumes with any such split.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 import numpy as np
+
+from ptft_cli.config import TrainingConfig
 
 # Sorting windows of up to 50 batches by length removes almost all padding while keeping the batch
 # order random. As in Hugging Face's LengthGroupedSampler, a small data set gets at least 4 windows:
@@ -35,6 +42,30 @@ def epoch_batches(
         batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
     rng.shuffle(batches)
     return batches
+
+
+def global_batch(t: TrainingConfig, processes: int) -> int:
+    """Examples (or blocks) per optimizer step, over all processes: the unit of batch order."""
+    return t.batch_size * t.gradient_accumulation_steps * processes
+
+
+def micro_batches(
+    step_batch: Sequence[Any], rank: int, processes: int, accumulation: int
+) -> list[tuple[Any, bool]]:
+    """This process's micro-batches of one step batch, as (spec, real). The step batch is cut into
+    `processes × accumulation` contiguous parts as even as possible (a short last step included);
+    rank r takes parts r·A .. r·A+A-1. With several processes every rank returns exactly A parts: an
+    empty one becomes a filler (`real` False: the first example, weighted 0), because every rank must
+    run as many forward and backward passes as the others (DDP's last one, every one under FSDP)."""
+    n = len(step_batch)
+    parts = processes * accumulation
+    bounds = [k * n // parts for k in range(parts + 1)]  # as np.array_split, larger parts last
+    mine = [
+        step_batch[bounds[k] : bounds[k + 1]] for k in range(rank * accumulation, (rank + 1) * accumulation)
+    ]
+    if processes == 1:
+        return [(spec, True) for spec in mine if len(spec)]
+    return [(spec, True) if len(spec) else (step_batch[:1], False) for spec in mine]
 
 
 def inference_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:

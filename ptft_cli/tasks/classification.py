@@ -367,7 +367,11 @@ def training_data(cfg: Config, inputs: Inputs, tokenizer: Any, hw: Hardware) -> 
 
     def batches_of(epoch: int) -> list[list[int]]:
         return sampler.epoch_batches(
-            lengths, t.batch_size, seed=cfg.seed, epoch=epoch, group_by_length=t.group_by_length
+            lengths,
+            sampler.global_batch(t, hw.world.size),
+            seed=cfg.seed,
+            epoch=epoch,
+            group_by_length=t.group_by_length,
         )
 
     def evaluate(m: Any) -> dict[str, Any]:
@@ -577,22 +581,27 @@ def forward_probs(
     import torch.nn.functional as F
 
     n_classes = model.config.num_labels
-    probs = torch.empty(len(enc.input_ids), n_classes)
-    total_loss = 0.0
     was_training = model.training
     model.eval()
-    with torch.inference_mode():
-        for idx in batches:
-            batch = collate(enc, idx, hw.device)
-            labels = batch.pop("labels", None)
-            with hw.eval_autocast():
-                logits = model(**batch).logits.float()
-            if labels is not None:
-                total_loss += F.cross_entropy(logits, labels, reduction="sum").item()
-            probs[torch.as_tensor(idx)] = logits.softmax(-1).cpu()
-            if progress is not None:
-                progress(len(idx))
+
+    def run(idx: list[int]) -> tuple[torch.Tensor, float]:
+        batch = collate(enc, idx, hw.device)
+        labels = batch.pop("labels", None)
+        with torch.inference_mode(), hw.eval_autocast():
+            logits = model(**batch).logits.float()
+        loss = F.cross_entropy(logits, labels, reduction="sum").item() if labels is not None else 0.0
+        if progress is not None:
+            progress(len(idx))
+        return logits.softmax(-1).cpu(), loss
+
+    # in a distributed run each process scores every N-th batch; the sum runs in batch order
+    results = hw.world.map_shards(batches, run)
     model.train(was_training)
+    probs = torch.empty(len(enc.input_ids), n_classes)
+    total_loss = 0.0
+    for idx, (p, loss) in zip(batches, results):
+        probs[torch.as_tensor(idx)] = p
+        total_loss += loss
     return probs, total_loss
 
 

@@ -60,10 +60,13 @@ def training_data(cfg: Config, inputs: Inputs, tokenizer: Any, hw: Hardware) -> 
 
     c: lm.Corpus = inputs.data
     t, T = cfg.training, cfg.tokenizer.max_length
+    step = sampler.global_batch(t, hw.world.size)
     sep = lm.separator_id(tokenizer, causal=True)
     if cfg.data.streaming:
         val = lm.stream_validation(cfg, c.files, tokenizer, sep)
-        batches: sampler.BatchSource = lm.stream_batches(cfg, c.files, tokenizer, sep, T + 1, T)
+        batches: sampler.BatchSource = lm.stream_batches(
+            cfg, c.files, tokenizer, sep, (T + 1, T), hw.world.size
+        )
         collate = lambda blocks: collate_blocks(blocks, hw.device)
         train_size = lm.describe_stream(cfg, c.files)
     else:
@@ -72,7 +75,7 @@ def training_data(cfg: Config, inputs: Inputs, tokenizer: Any, hw: Hardware) -> 
         ids = train.ids
         lm.check_enough(cfg, len(ids), T + 1)
         batches = sampler.EpochBatches(
-            lambda epoch: sampler.block_batches(len(ids), T, T + 1, t.batch_size, seed=cfg.seed, epoch=epoch)
+            lambda epoch: sampler.block_batches(len(ids), T, T + 1, step, seed=cfg.seed, epoch=epoch)
         )
         collate = lambda starts: collate_blocks(gather(ids, starts, T + 1), hw.device)
         train_size = lm.describe_tokens(train, cached)
@@ -162,21 +165,28 @@ def score_stream(
     starts = np.arange(n_full, dtype=np.int64) * length
     if max_blocks is not None:
         starts = starts[:max_blocks]
-    nats, targets = 0.0, 0
-    was_training = model.training
-    model.eval()
-    with torch.inference_mode():
-        for i in range(0, len(starts), batch_size):
-            batch = collate_blocks(gather(ids, starts[i : i + batch_size], length + 1), hw.device)
-            nats += loss_sum(model, batch, hw.eval_autocast).item()
-            targets += batch["labels"].numel()
-        rest = n_targets - n_full * length
-        if rest > 0 and max_blocks is None:  # the tail that does not fill a block
+    rest = n_targets - n_full * length
+    # one job per batch of full blocks, and the tail that does not fill a block (when scoring all)
+    jobs: list[np.ndarray | None] = [starts[i : i + batch_size] for i in range(0, len(starts), batch_size)]
+    if rest > 0 and max_blocks is None:
+        jobs.append(None)
+
+    def run(job: np.ndarray | None) -> tuple[float, int]:
+        if job is None:
             tail = torch.from_numpy(ids[n_full * length :])[None, :]
             batch = {"input_ids": tail[:, :-1].to(hw.device), "labels": tail[:, 1:].to(hw.device)}
-            nats += loss_sum(model, batch, hw.eval_autocast).item()
-            targets += rest
+        else:
+            batch = collate_blocks(gather(ids, job, length + 1), hw.device)
+        with torch.inference_mode():
+            return loss_sum(model, batch, hw.eval_autocast).item(), batch["labels"].numel()
+
+    was_training = model.training
+    model.eval()
+    # in a distributed run each process scores every N-th job; the sums run in job order
+    results = hw.world.map_shards(jobs, run)
     model.train(was_training)
+    nats = sum(r[0] for r in results)
+    targets = sum(r[1] for r in results)
     scored_all = max_blocks is None
     return lm.lm_metrics(
         nats, targets, stream.chars if scored_all else None, stream.bytes if scored_all else None

@@ -211,20 +211,26 @@ def stream_validation(
 
 
 def stream_batches(
-    cfg: Config, files: corpus.CorpusFiles, tokenizer: Any, separator: int, span: int, stride: int
+    cfg: Config,
+    files: corpus.CorpusFiles,
+    tokenizer: Any,
+    separator: int,
+    block: tuple[int, int],
+    processes: int,
 ) -> StreamBatches:
-    """Streaming: blocks of `span` tokens every `stride` tokens, read, tokenized, cut and shuffled
-    on the fly; resumable at any batch."""
-    from ptft_cli.data.sampler import StreamBatches
+    """Streaming: blocks of `span` tokens every `stride` tokens (`block`), read, tokenized, cut and
+    shuffled on the fly, in global batches of all `processes`; resumable at any batch."""
+    from ptft_cli.data.sampler import StreamBatches, global_batch
     from ptft_cli.data.stream import BlockStream, Cutting
 
     chunks = corpus.token_chunks_from(cfg, files, tokenizer, separator)
+    span, stride = block
     cut = Cutting(span, stride, cfg.data.shuffle_buffer, cfg.seed)
 
     def open_stream(epoch: int, position: dict[str, Any] | None) -> BlockStream:
         return BlockStream(chunks, cut, epoch, position)
 
-    return StreamBatches(open_stream, cfg.training.batch_size)
+    return StreamBatches(open_stream, global_batch(cfg.training, processes))
 
 
 def describe_tokens(stream: corpus.TokenStream | None, cached: str = "") -> str:

@@ -85,6 +85,7 @@ def training_data(cfg: Config, inputs: Inputs, tokenizer: Any, hw: Hardware) -> 
     c: lm.Corpus = inputs.data
     t, d, o = cfg.training, cfg.data, cfg.objective
     T, seed, device = cfg.tokenizer.max_length, cfg.seed, hw.device
+    step = sampler.global_batch(t, hw.world.size)
     masking = Masking.of(tokenizer, o)
     sep = lm.separator_id(tokenizer, causal=False)
     cached = ""
@@ -99,7 +100,7 @@ def training_data(cfg: Config, inputs: Inputs, tokenizer: Any, hw: Hardware) -> 
         ] if val_segs is not None else []  # fmt: skip
         batches: sampler.BatchSource = sampler.EpochBatches(
             lambda epoch: sampler.epoch_batches(
-                lengths, t.batch_size, seed=seed, epoch=epoch, group_by_length=t.group_by_length
+                lengths, step, seed=seed, epoch=epoch, group_by_length=t.group_by_length
             )
         )
         sizes = (
@@ -109,7 +110,7 @@ def training_data(cfg: Config, inputs: Inputs, tokenizer: Any, hw: Hardware) -> 
     else:
         if d.streaming:
             val = lm.stream_validation(cfg, c.files, tokenizer, sep)
-            batches = lm.stream_batches(cfg, c.files, tokenizer, sep, T - 2, T - 2)
+            batches = lm.stream_batches(cfg, c.files, tokenizer, sep, (T - 2, T - 2), hw.world.size)
             collate_train = lambda body: collate_packed(body, masking, seed, device)
             train_size = lm.describe_stream(cfg, c.files)
         else:
@@ -118,9 +119,7 @@ def training_data(cfg: Config, inputs: Inputs, tokenizer: Any, hw: Hardware) -> 
             ids = train.ids
             lm.check_enough(cfg, len(ids), T - 2)
             batches = sampler.EpochBatches(
-                lambda epoch: sampler.block_batches(
-                    len(ids), T - 2, T - 2, t.batch_size, seed=seed, epoch=epoch
-                )
+                lambda epoch: sampler.block_batches(len(ids), T - 2, T - 2, step, seed=seed, epoch=epoch)
             )
             collate_train = lambda starts: collate_packed(
                 ids[starts[:, None] + np.arange(T - 2)[None, :]], masking, seed, device
@@ -377,26 +376,31 @@ def score_batches(model: Any, batches: list[dict[str, torch.Tensor]], hw: Hardwa
     import torch
     import torch.nn.functional as F
 
-    nats, targets, correct, nsp_right, pairs = 0.0, 0, 0, 0, 0
-    was_training = model.training
-    model.eval()
-    with torch.inference_mode():
-        for batch in batches:
+    def run(batch: dict[str, torch.Tensor]) -> tuple[float, int, int, int, int]:
+        with torch.inference_mode():
             out = _forward(model, batch, hw.eval_autocast)
             logits = _logits(out).float()
             labels = batch["labels"]
-            nats += F.cross_entropy(
+            nats = F.cross_entropy(
                 logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="sum"
             ).item()
             chosen = labels != -100
-            targets += int(chosen.sum())
-            correct += int((logits.argmax(-1)[chosen] == labels[chosen]).sum())
+            correct = int((logits.argmax(-1)[chosen] == labels[chosen]).sum())
+            nsp_right = pairs = 0
             if "next_sentence_label" in batch:
-                nsp_right += int(
+                nsp_right = int(
                     (out.seq_relationship_logits.argmax(-1) == batch["next_sentence_label"]).sum()
                 )
-                pairs += len(batch["next_sentence_label"])
+                pairs = len(batch["next_sentence_label"])
+        return nats, int(chosen.sum()), correct, nsp_right, pairs
+
+    was_training = model.training
+    model.eval()
+    # in a distributed run each process scores every N-th batch; the sums run in batch order
+    results = hw.world.map_shards(batches, run)
     model.train(was_training)
+    nats = sum(r[0] for r in results)
+    targets, correct, nsp_right, pairs = (sum(r[k] for r in results) for k in range(1, 5))
     metrics = lm.lm_metrics(nats, targets, None, None)
     metrics["masked_accuracy"] = correct / max(1, targets)
     if pairs:

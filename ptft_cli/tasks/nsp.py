@@ -91,7 +91,11 @@ def training_data(cfg: Config, inputs: Inputs, tokenizer: Any, hw: Hardware) -> 
     return TrainingData(
         batches=sampler.EpochBatches(
             lambda epoch: sampler.epoch_batches(
-                lengths, t.batch_size, seed=seed, epoch=epoch, group_by_length=t.group_by_length
+                lengths,
+                sampler.global_batch(t, hw.world.size),
+                seed=seed,
+                epoch=epoch,
+                group_by_length=t.group_by_length,
             )
         ),
         collate=lambda idx: collate_pairs(pairs, idx, masking, seed, device),
