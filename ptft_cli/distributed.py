@@ -269,9 +269,23 @@ def run_workers(launch: Launch, argv: list[str]) -> int:
     from torch.distributed.run import config_from_args, get_args_parser
 
     # Workers get time to finish their step and save a checkpoint after a SIGTERM (torchrun: 30 s).
-    args = ["--nproc-per-node", str(launch.nproc_per_node), "--nnodes", launch.nnodes, "--shutdown-timeout", "600"]
+    args = [
+        "--nproc-per-node",
+        str(launch.nproc_per_node),
+        "--nnodes",
+        launch.nnodes,
+        "--shutdown-timeout",
+        "600",
+    ]
     if launch.rdzv_endpoint:
-        args += ["--rdzv-backend", "c10d", "--rdzv-endpoint", launch.rdzv_endpoint, "--rdzv-id", launch.rdzv_id]
+        args += [
+            "--rdzv-backend",
+            "c10d",
+            "--rdzv-endpoint",
+            launch.rdzv_endpoint,
+            "--rdzv-id",
+            launch.rdzv_id,
+        ]
     else:  # one machine: a private rendezvous on a free local port (what torchrun --standalone does)
         args += ["--rdzv-backend", "c10d", "--rdzv-endpoint", "localhost:0", "--rdzv-id", uuid.uuid4().hex]
     # Threads per worker: the node's cores shared out, not torchrun's blanket 1.
@@ -289,5 +303,3 @@ def run_workers(launch: Launch, argv: list[str]) -> int:
         first = min(e.failures.values(), key=lambda f: f.timestamp)
         return first.exitcode if first.exitcode > 0 else 1
     return 0
-
-

@@ -197,7 +197,9 @@ def train(
                 w = model.world
                 parts = sampler.micro_batches(step_batch, w.rank, w.size, plan.accumulation)
                 micro = [(data.collate(spec), real) for spec, real in parts]
-                grad_norm, stop = _step(model, micro, opt, data, state, cb.stop_requested())
+                grad_norm = _step(model, micro, opt, data, state)
+                # a signal to any process stops all of them after the same step
+                stop = model.world.sum([float(cb.stop_requested())])[0] > 0
                 state.batch_in_epoch += 1
                 if plan.batches_per_epoch is not None:
                     epoch_over = state.batch_in_epoch >= plan.batches_per_epoch
@@ -268,11 +270,9 @@ def _step(
     opt: Optimization,
     data: TrainingData,
     state: TrainState,
-    stop: bool,
-) -> tuple[float | None, bool]:
+) -> float | None:
     """Forward and backward over this process's micro-batches (`real` False: a filler weighted 0),
-    then clip, update and advance the schedule. Returns the gradient norm and whether any process
-    was asked to stop (`stop`: this one was)."""
+    then clip, update and advance the schedule. Returns the gradient norm."""
     world = model.world
     # The loss is normalised by the items (examples or target tokens) of the whole global batch, so
     # any split over processes and accumulation equals one big batch. DDP and FSDP average
@@ -287,7 +287,7 @@ def _step(
     real_micro = [b for b, real in micro if real]
     examples = sum(b["input_ids"].shape[0] for b in real_micro)
     tokens = sum(data.tokens(b) for b in real_micro) if data.tokens else 0
-    total = world.sum([step_loss, examples, tokens, float(stop)])
+    total = world.sum([step_loss, examples, tokens])
     mean_loss = total[0]
     if not math.isfinite(mean_loss):
         raise Diverged(state.step + 1, mean_loss)  # every process sees the same sum: all stop here
@@ -311,7 +311,7 @@ def _step(
     state.window.items += int(items)
     state.window.examples += int(total[1])
     state.window.tokens += int(total[2])
-    return norm, total[3] > 0
+    return norm
 
 
 def _evaluate(model: Any, data: TrainingData, state: TrainState, plan: Plan, cb: Callbacks) -> None:

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
+from ptft_cli.distributed import launched
+
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+DUPLICATE_SECONDS = 2.0
 
 
 class Interrupted(Exception):
@@ -31,6 +35,7 @@ class StopOnSignal:
     def __init__(self, note: Callable[[str], None]):
         self.note = note
         self.requested: int | None = None
+        self._first = 0.0
         self._previous: dict[int, Any] = {}
 
     def __call__(self) -> bool:
@@ -42,8 +47,12 @@ class StopOnSignal:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.requested is not None:
+            # Under torchrun a Ctrl-C reaches each worker twice: from the terminal and forwarded by
+            # the launcher. That is one request, not the second one that aborts.
+            if launched() and time.monotonic() - self._first < DUPLICATE_SECONDS:
+                return
             raise KeyboardInterrupt  # the second signal: stop now
-        self.requested = signum
+        self.requested, self._first = signum, time.monotonic()
         name = signal.Signals(signum).name
         self.note(f"{name}: finishing this step and saving a checkpoint (send it again to stop at once)")
 
