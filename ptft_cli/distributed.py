@@ -193,9 +193,12 @@ class Replica:
             return None  # the module holds them whole: save it directly
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-        return get_model_state_dict(
+        full = get_model_state_dict(
             self.module, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
         )
+        # a tied weight (LM head = embeddings) is saved once, under the name a plain save uses
+        names = {n for n, _ in self.module.named_parameters()} | {n for n, _ in self.module.named_buffers()}
+        return {k: v for k, v in full.items() if k in names}
 
 
 def training_tensors(replica: Replica, optimizer: Any) -> dict[str, Any]:
