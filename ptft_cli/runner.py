@@ -386,9 +386,8 @@ def _header(
         *_processes(cfg, hw.world),
         (
             "batch",
-            f"{t.batch_size} × {t.gradient_accumulation_steps} accumulation"
-            + (f" × {hw.world.size} processes" if hw.world.size > 1 else "")
-            + f" = {plan.global_batch}{blocks} per step",
+            f"{t.batch_size} per process × {t.gradient_accumulation_steps} accumulation × {hw.world.size} "
+            f"process{'es' if hw.world.size > 1 else ''} = {plan.global_batch}{blocks} per step",
         ),
         (
             "schedule",

@@ -9,9 +9,9 @@ config=${2:?usage: scripts/run_on_gpu.sh pretrain|finetune|evaluate|predict CONF
 gpu=${3:-0}
 shift $(( $# >= 3 ? 3 : 2 ))
 here=$(cd "$(dirname "$0")/.." && pwd)
-ptft=${PTFT:-$here/.venv/bin/ptft}
+read -r -a ptft <<< "${PTFT:-$here/.venv/bin/ptft}"  # PTFT: another command, e.g. "python -m ptft_cli"
 export CUDA_VISIBLE_DEVICES=$gpu
 export TOKENIZERS_PARALLELISM=false           # tokenizing happens before training starts
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}  # CPU threads only feed the GPU
-"$ptft" validate --config "$config" --set device=cuda "$@"
-exec "$ptft" "$command" --config "$config" --set device=cuda "$@"
+"${ptft[@]}" validate --config "$config" --set device=cuda "$@"
+exec "${ptft[@]}" "$command" --config "$config" --set device=cuda "$@"

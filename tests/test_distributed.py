@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -95,7 +96,7 @@ def test_two_processes_train_and_validate_as_one_classification(
         "training.batch_size=8", "--nproc", "2", cwd=tmp_path,
     )  # fmt: skip
     assert two.returncode == 0, two.stderr
-    assert "8 × 1 accumulation × 2 processes = 16" in two.stderr
+    assert "8 per process × 1 accumulation × 2 processes = 16 per step" in two.stderr
     assert two.stderr.count("results") == 1  # rank 0 alone prints
     assert_close_runs(tmp_path / "one", tmp_path / "two")
     assert evals(tmp_path / "one") == evals(tmp_path / "two")  # every metric, exactly
@@ -254,3 +255,46 @@ def test_ptft_nproc_reports_a_config_error_once_without_a_traceback(write_config
     assert missing.returncode == 2, missing.stderr
     assert missing.stderr.count("error:") == 1 and "none.csv" in missing.stderr
     assert "Traceback" not in missing.stderr and "ChildFailedError" not in missing.stderr
+
+
+def test_the_gpu_server_scripts_run_here_on_the_cpu(write_config, tmp_path: Path) -> None:
+    """scripts/train_one_node.sh, train_multi_node.sh and train.sbatch (under stand-ins for srun and
+    scontrol) as documented, with 2 processes: each validates first and prints the global batch."""
+    config = write_config()
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text('#!/bin/sh\nwhile [ "${1#-}" != "$1" ]; do shift; done\nexec "$@"\n')
+    (bin_dir / "scontrol").write_text("#!/bin/sh\necho localhost\n")
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "PTFT": f"{sys.executable} -m ptft_cli",
+        "PYTHONPATH": str(REPO),
+        "OMP_NUM_THREADS": "1",
+        "NNODES": "1",
+        "RDZV": f"127.0.0.1:{port}",
+        "SLURM_JOB_NODELIST": "localhost",
+        "SLURM_NNODES": "1",
+        "SLURM_GPUS_ON_NODE": "2",
+        "PTFT_RDZV_PORT": str(port),
+    }
+    scripts = {
+        "one": ["scripts/train_one_node.sh", "finetune", config, "2"],
+        "multi": ["scripts/train_multi_node.sh", "finetune", config, "2"],
+        "slurm": ["scripts/train.sbatch", "finetune", config],
+    }
+    for name, argv in scripts.items():
+        out = tmp_path / name
+        result = subprocess.run(
+            [*map(str, argv), "--set", f"output_dir={out}", "--set", "training.epochs=1", "--set", "training.batch_size=8"],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=180,
+        )  # fmt: skip
+        assert result.returncode == 0, (name, result.stderr[-3000:])
+        validated = result.stderr.index("valid")
+        assert result.stderr.index("8 per process × 1 accumulation × 2 processes = 16 per step") > validated
+        assert (out / "model" / "model.safetensors").is_file(), name
