@@ -268,6 +268,7 @@ def run_workers(launch: Launch, argv: list[str]) -> int:
     Workers print their own errors; the launcher adds no report of its own."""
     import logging
 
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import config_from_args, get_args_parser
 
@@ -297,7 +298,9 @@ def run_workers(launch: Launch, argv: list[str]) -> int:
     parsed = get_args_parser().parse_args([*args, "--module", "ptft_cli"])
     config, cmd, cmd_args = config_from_args(parsed)
     cmd_args = [*cmd_args, *argv]  # not parsed above: torchrun's parser would take `--nproc` as its own
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.ERROR)
+    for name in [*logging.root.manager.loggerDict, "torch.distributed.elastic"]:
+        if name.startswith("torch.distributed"):  # the agent's notes on a normal stop are not news
+            logging.getLogger(name).setLevel(logging.ERROR)
     from torch.distributed.launcher.api import elastic_launch
 
     try:
@@ -305,4 +308,6 @@ def run_workers(launch: Launch, argv: list[str]) -> int:
     except ChildFailedError as e:
         first = min(e.failures.values(), key=lambda f: f.timestamp)
         return first.exitcode if first.exitcode > 0 else 1
+    except SignalException as e:  # the launcher was signalled; the workers saved and stopped
+        return 128 + int(e.sigval)
     return 0

@@ -548,7 +548,11 @@ def checkpoint_activations(model: Any, where: str) -> None:
             key="training.gradient_checkpointing",
             hint="set it to false",
         )
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    enable = getattr(model, "activation_checkpointing_enable", None)  # transformers >= 5.x's name
+    if enable is not None:
+        enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def freeze(model: Any, m: ModelConfig) -> None:

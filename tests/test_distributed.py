@@ -88,7 +88,7 @@ def test_two_processes_train_and_validate_as_one_classification(
     cli, write_config, tmp_path: Path, one_thread
 ) -> None:
     config = write_config()
-    common = ["--set", "training.epochs=2", "--set", "training.eval_every=3"]
+    common = ["--set", "training.epochs=2", "--set", "training.eval_every=3", "--set", "training.eval_batch_size=7"]
     one = cli("finetune", "--config", config, *common, "--set", f"output_dir={tmp_path / 'one'}")
     assert one.exit_code == 0, one.output
     two = ptft(
