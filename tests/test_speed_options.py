@@ -25,4 +25,3 @@ def test_a_speed_option_trains_the_same_model(cli, corpus_dir, tmp_path: Path, o
     a, b = losses(tmp_path / "plain"), losses(tmp_path / "fast")
     assert [s for s, _ in a] == [s for s, _ in b] == [5, 10, 15, 20]
     assert [v for _, v in a] == pytest.approx([v for _, v in b], rel=1e-5)
-
