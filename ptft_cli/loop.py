@@ -38,7 +38,8 @@ class TrainingData:
     lower_is_better: frozenset[str]  # metric names where smaller is better
     # Language models report tokens/s and achieved FLOP/s as well as samples/s.
     tokens: Callable[[dict[str, torch.Tensor]], int] | None = None
-    seq_len: int | None = None  # tokens per block, for the FLOPs estimate
+    seq_len: int | None = None  # tokens per block (or the longest row), for the FLOPs estimate
+    blocks: bool = True  # every row is a block of seq_len tokens (packed language modelling)
     flops_per_token: float | None = None
     summary: list[tuple[str, str]] = field(default_factory=list)  # header rows: train/validation sizes
 

@@ -47,6 +47,7 @@ class Head:
     needs_labels: bool = False  # a trained model must carry id2label
     pads: bool = False  # batches are padded: decoders without a pad token pad with EOS
     cls_sep: bool = False  # a trained tokenizer adds [CLS] ... [SEP] (encoders)
+    peft_task: str = "CAUSAL_LM"  # peft's TaskType for LoRA (SEQ_CLS trains a classifier's head in full)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -94,11 +95,15 @@ TOKENIZER_FILES = (
 )
 
 
-def check_files(ref: str, key: str, where: str, *, tokenizer: bool) -> None:
+def check_files(ref: str, key: str, where: str, *, tokenizer: bool, gguf_file: str | None = None) -> None:
     """A local model directory holds readable weights (a complete safetensors file, or all the shards
-    its index names) and, when the tokenizer comes from it, tokenizer files. Hub ids pass."""
+    its index names, or the GGUF file named) and, when the tokenizer comes from it, tokenizer files.
+    Hub ids pass."""
     folder = Path(ref)
     if not folder.is_dir():
+        return
+    if gguf_file is not None:
+        _check_gguf(folder / gguf_file, where)
         return
     index = folder / "model.safetensors.index.json"
     if index.is_file():
@@ -123,6 +128,27 @@ def check_files(ref: str, key: str, where: str, *, tokenizer: bool) -> None:
             where=where,
             key=key,
             hint="set tokenizer.name_or_path to the tokenizer's folder, or tokenizer.type to train one",
+        )
+
+
+def _check_gguf(path: Path, where: str) -> None:
+    """The file exists and starts with GGUF's magic bytes."""
+    if not path.is_file():
+        present = sorted(p.name for p in path.parent.glob("*.gguf"))
+        raise ConfigError(
+            f"no GGUF file {path.name} in {path.parent}",
+            where=where,
+            key="model.gguf_file",
+            hint=f"files there: {', '.join(present)}" if present else "the folder holds no .gguf file",
+        )
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != b"GGUF":
+        raise ConfigError(
+            f"{path} is not a GGUF file (it starts with {magic!r}, not b'GGUF')",
+            where=where,
+            key="model.gguf_file",
+            hint="name a .gguf file, or drop model.gguf_file to load safetensors",
         )
 
 
@@ -172,10 +198,40 @@ def check_refs(cfg: Config, command: str) -> None:
         )
     if m.name_or_path:
         where = cfg.where("model.name_or_path")
-        check_ref(m.name_or_path, "model.name_or_path", where)
+        check_ref(m.name_or_path, "model.name_or_path", where, what="GGUF folder" if m.gguf_file else "model")
         own_tokenizer = not cfg.tokenizer.name_or_path and not cfg.tokenizer.type
-        check_files(m.name_or_path, "model.name_or_path", where, tokenizer=own_tokenizer)
+        check_files(
+            m.name_or_path, "model.name_or_path", where, tokenizer=own_tokenizer, gguf_file=m.gguf_file
+        )
         fit_max_length(cfg, m.name_or_path)
+    if m.gguf_file and not m.name_or_path:
+        raise ConfigError(
+            "model.gguf_file names a file in model.name_or_path, which is not set",
+            where=cfg.where("model.gguf_file"),
+            key="model.name_or_path",
+            hint="set model.name_or_path to the folder (or Hub repo) holding the .gguf file",
+        )
+    if cfg.lora.r is not None and command == "pretrain":
+        raise ConfigError(
+            "LoRA adapts a pretrained model: it belongs to finetune, not pretrain",
+            where=cfg.where("lora.r"),
+            key="lora.r",
+            hint="set lora.r: null to pretrain, or fine-tune with `ptft finetune`",
+        )
+    if cfg.lora.r is not None and m.freeze_backbone:
+        raise ConfigError(
+            "lora.r and model.freeze_backbone both choose what trains",
+            where=cfg.where("lora.r"),
+            key="lora.r",
+            hint="LoRA already freezes the pretrained weights; drop freeze_backbone",
+        )
+    if cfg.lora.quantize_base is not None and (cfg.lora.r is None or not _cuda_training(cfg)):
+        raise ConfigError(
+            "lora.quantize_base (QLoRA) needs lora.r and a CUDA GPU (bitsandbytes' 4-bit kernels)",
+            where=cfg.where("lora.quantize_base"),
+            key="lora.quantize_base",
+            hint="set lora.quantize_base: null here (plain LoRA), or train on a GPU with device: cuda",
+        )
     if cfg.tokenizer.name_or_path:
         check_ref(
             cfg.tokenizer.name_or_path,
@@ -183,6 +239,14 @@ def check_refs(cfg: Config, command: str) -> None:
             cfg.where("tokenizer.name_or_path"),
             what="tokenizer",
         )
+
+
+def _cuda_training(cfg: Config) -> bool:
+    if cfg.device.startswith(("cpu", "mps")):
+        return False
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def fit_max_length(cfg: Config, ref: str) -> None:
@@ -298,7 +362,9 @@ def load_tokenizer(ref: str, m: ModelConfig, key: str, where: str) -> Any:
     if _from_hub(ref):
         _hub_reachable()
     try:
-        tok = AutoTokenizer.from_pretrained(ref, revision=m.revision, trust_remote_code=m.trust_remote_code)
+        tok = AutoTokenizer.from_pretrained(
+            ref, revision=m.revision, trust_remote_code=m.trust_remote_code, **_gguf(m)
+        )
     except Exception as e:  # missing, damaged or unsupported files; no network
         raise _hub_error(ref, key, where, e) from None
     if not getattr(tok, "is_fast", False):
@@ -372,13 +438,20 @@ def load_config(ref: str, m: ModelConfig, key: str, where: str, **overrides: Any
         _hub_reachable()
     try:
         config = AutoConfig.from_pretrained(
-            ref, revision=m.revision, trust_remote_code=m.trust_remote_code, **overrides
+            ref, revision=m.revision, trust_remote_code=m.trust_remote_code, **_gguf(m), **overrides
         )
     except Exception as e:  # missing or damaged config.json, wrong types in it; no network
         raise _hub_error(ref, key, where, e) from None
+    if m.gguf_file:
+        config.quantization_config = None  # dequantised on load; a plain model from here on
+        del config.quantization_config
     if m.dropout is not None:
         set_dropout(config, m.dropout)
     return config
+
+
+def _gguf(m: ModelConfig) -> dict[str, str]:
+    return {"gguf_file": m.gguf_file} if m.gguf_file else {}
 
 
 def _auto(head: Head) -> Any:
@@ -456,11 +529,14 @@ def build(cfg: Config, head: Head, tokenizer: Any, attn: str) -> tuple[Any, str]
                 attn_implementation=attn,
                 # a checkpoint with another head size gets a new head
                 **({"ignore_mismatched_sizes": True} if head.new_head else {}),
+                **_gguf(m),
             )
         except Exception as e:  # the wrong head, weights that do not fit the config, pickled code refused
             raise ConfigError(
                 f"cannot load {ref} as {head.what}: {_first_line(e)}", where=where, key=key
             ) from None
+        if m.gguf_file:
+            model = _plain(cls, model, attn)
         if len(tokenizer) > model.get_input_embeddings().num_embeddings:
             raise ConfigError(
                 f"the tokenizer has {len(tokenizer):,} tokens but the model's embedding has "
@@ -474,7 +550,20 @@ def build(cfg: Config, head: Head, tokenizer: Any, attn: str) -> tuple[Any, str]
     if head.pads:
         ensure_pad_token(tokenizer, model)
     freeze(model, m)
+    if cfg.lora.r is not None:
+        from ptft_cli import lora
+
+        model = lora.apply(model, cfg.lora, head.peft_task, cfg.where("lora.target_modules"))
+        description += f", LoRA r={cfg.lora.r} on {cfg.lora.target_modules or 'default'} layers"
     return model, description
+
+
+def _plain(cls: Any, loaded: Any, attn: str) -> Any:
+    """A GGUF-loaded model's weights in a model built from its config: what `save_pretrained`
+    accepts (it refuses a model that still says it came from a quantised file)."""
+    model = cls.from_config(loaded.config, attn_implementation=attn)
+    model.load_state_dict(loaded.state_dict())
+    return model
 
 
 def load_trained(cfg: Config, head: Head, ref: str, key: str, attn: str) -> Any:
@@ -505,6 +594,11 @@ def load_weights(model: Any, folder: Path) -> None:
     Tied weights are saved once; every other tensor must be present and of the same shape."""
     from safetensors.torch import load_file
 
+    from ptft_cli import lora
+
+    if lora.is_peft(model):
+        lora.load_adapter(model, folder)
+        return
     state = load_file(folder / "model.safetensors")
     missing, unexpected = model.load_state_dict(state, strict=False)
     # A tied tensor (e.g. the output layer sharing the embedding) is saved under one of its names.

@@ -151,7 +151,7 @@ def _train(cfg: Config, command: str, opts: RunOptions, world: Any) -> dict[str,
     ]
     if saved is not None:
         rows.append(("resume", f"from {saved.path} (step {state.step}, epoch {state.epoch})"))
-    _header(cfg, command, rows, data.seq_len, plan, hw)
+    _header(cfg, command, rows, data.seq_len if data.blocks else None, plan, hw)
     claim, history = None, []
     with agreeing(world):
         if world.main:
@@ -223,7 +223,7 @@ class _Session:
 
 def _train_and_finish(s: _Session, data: Any, plan: Any, state: Any) -> dict[str, Any]:
     """5. Train (the loop's records, checkpoints and progress go to the run); 6. the results."""
-    from ptft_cli import distributed, loop
+    from ptft_cli import distributed, loop, lora
     from ptft_cli.signals import StopOnSignal
 
     t, run, snap, world = s.cfg.training, s.run, s.snapshot, s.replica.world
@@ -239,10 +239,14 @@ def _train_and_finish(s: _Session, data: Any, plan: Any, state: Any) -> dict[str
                 s.claim.saved()
 
     def save_model() -> None:
-        weights = s.replica.full_state()
+        weights, plain = s.replica.full_state(), snap.model
+        if lora.is_peft(snap.model):  # model/ is the merged model; adapter/ the adapters alone
+            weights, plain = lora.merged_state_dict(snap.model), snap.model.get_base_model()
         with distributed.agreeing(world):
             if world.main:
-                checkpoint.save_pretrained(snap.model, snap.tokenizer, run.model_dir, weights)
+                checkpoint.save_pretrained(plain, snap.tokenizer, run.model_dir, weights)
+                if plain is not snap.model:
+                    checkpoint.save_pretrained(snap.model, None, run.adapter_dir)
 
     with console.TrainProgress(plan.total_steps, start=state.step) as bar, StopOnSignal(bar.note) as stop:
         callbacks = loop.Callbacks(
@@ -569,6 +573,9 @@ def evaluate(cfg: Config) -> dict[str, Any]:
 
     from ptft_cli.metrics import plot_confusion
 
+    generations = metrics.pop("generations", None)  # per-example replies (sft)
+    if generations is not None:
+        checkpoint.write_predictions(out_dir / "generations.jsonl", generations)
     checkpoint.atomic_write_json(out_dir / "metrics.json", metrics)
     if "confusion_matrix" in metrics:
         title = f"{Path(str(metrics['data'])).name}: confusion"

@@ -292,7 +292,9 @@ def _convert(value: Any, tp: Any) -> Any:
                 return _convert(value, arg)
             except ValueError as e:
                 errors.append(str(e))
-        raise ValueError(errors[0] if len(errors) == 1 else f"expected {type_name(tp)}, got {_show(value)}")
+        raise ValueError(
+            errors[0] if len(errors) == 1 else f"expected {type_name(tp)}, got {_show(value)}{_braces(value)}"
+        )
     if value is None:
         raise ValueError("must not be null")
     if origin is Literal:
@@ -344,8 +346,16 @@ def _convert(value: Any, tp: Any) -> Any:
             return value
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
-        raise ValueError(f"expected a string, got {_show(value)}")
+        raise ValueError(f"expected a string, got {_show(value)}{_braces(value)}")
     raise TypeError(f"schema type {tp} not handled")  # a bug in the schema, not user input
+
+
+def _braces(value: Any) -> str:
+    """YAML reads an unquoted `{question}` as a mapping; a format string was meant."""
+    if isinstance(value, dict) and value and all(v is None for v in value.values()):
+        name = next(iter(value))
+        return f' (YAML reads {{{name}}} as a mapping: quote the format string, e.g. "{{{name}}}")'
+    return ""
 
 
 def _check_bounds(value: Any, meta: dict) -> None:

@@ -67,6 +67,12 @@ class ModelConfig:
     max_position_embeddings: int | None = opt(
         None, "Positions of a new model; null: tokenizer.max_length.", ge=2, le=1_048_576
     )
+    gguf_file: str | None = opt(
+        None,
+        "A GGUF file inside `name_or_path` (a folder or Hub repo) to load instead of safetensors; its weights "
+        "are dequantised (fp32), so a quantised checkpoint can be fine-tuned, and its tokenizer (chat "
+        "template included) comes with it.",
+    )
     revision: str | None = opt(None, "Hub branch, tag or commit to load (ignored for local directories).")
     trust_remote_code: bool = opt(
         False, "Allow model code shipped with a Hub repo to run. Off unless you trust the repo."
@@ -367,6 +373,14 @@ class EvaluateConfig:
     output_dir: str | None = opt(
         None, "Where metrics.json and plots go; null uses `<output_dir>/eval`.", path=True
     )
+    generate: int = opt(
+        50,
+        "sft: generate replies (greedy, `predict.*` settings) for the first N evaluation examples and score "
+        "them against the reference (`sft.answer_pattern`); 0: loss only. Evaluation during training "
+        "generates only when `training.best_metric` is a generation metric.",
+        ge=0,
+        le=1_000_000_000,
+    )
 
 
 @dataclass
@@ -401,10 +415,72 @@ class PredictConfig:
 
 
 @dataclass
+class LoraConfig:
+    r: int | None = opt(
+        None,
+        "LoRA rank: train low-rank adapters beside frozen weights (peft) instead of the weights themselves; "
+        "null: full fine-tuning. `model/` is saved merged (a plain model), `adapter/` on its own.",
+        ge=1,
+        le=65_536,
+    )
+    alpha: float = opt(32.0, "LoRA scaling numerator: updates are scaled by alpha / r.", gt=0, le=1e6)
+    dropout: float = opt(0.05, "Dropout on the adapters' input.", ge=0.0, lt=1.0)
+    target_modules: str | list[str] | None = opt(
+        "all-linear",
+        "Layers that get adapters: `all-linear` (every linear layer but the output head), a list of module "
+        "names (q_proj, v_proj, ...; a name matches any module ending in it), or null: peft's default for "
+        "the architecture.",
+    )
+    quantize_base: Literal["nf4"] | None = opt(
+        None, "QLoRA: hold the frozen base in 4-bit NF4 (bitsandbytes, CUDA only)."
+    )
+
+
+@dataclass
+class SftConfig:
+    prompt: str | list[str] | None = opt(
+        None,
+        "The user message: a format string of field paths in braces, e.g. `{question}` or "
+        "`{instruction}\n\n{instances[0].input}`. A list gives alternatives: the first whose fields are all "
+        "non-empty in a record (Alpaca's optional input).",
+    )
+    response: str | None = opt(None, "The assistant reply, e.g. `{answer}` or `{instances[0].output}`.")
+    messages: str | None = opt(
+        None, "Instead of prompt and response: the field holding a chat, a list of {role, content}."
+    )
+    system: str | None = opt(None, "A system message before each conversation (null: the template's own).")
+    chat_template: bool = opt(
+        True,
+        "Render conversations with the tokenizer's chat template (it must have one); false: plain text, "
+        "prompt then response then EOS.",
+    )
+    train_on_prompt: bool = opt(
+        False, "Train on every token, prompts included (default: only the assistant's replies)."
+    )
+    long_prompts: Literal["error", "skip"] = opt(
+        "error",
+        "A record whose prompt alone fills tokenizer.max_length: stop with its row (`error`) or leave it out "
+        "and count it (`skip`). Replies too long are cut at their end, and counted.",
+    )
+    packing: bool = opt(
+        False,
+        "Pack short conversations into rows of tokenizer.max_length; attention stays within each one "
+        "(position ids restart). False: length-grouped batches with dynamic padding.",
+    )
+    answer_pattern: str | None = opt(
+        None,
+        "Generation metrics: a regex whose first group extracts the answer from the reply and the reference "
+        "(e.g. GSM8K's `####\\s*(-?[\\d,\\.]+)`); null compares whole replies.",
+        resume_safe=True,
+    )
+
+
+@dataclass
 class Config:
     task: str = opt(
         "classification",
-        "What to train: classification (finetune), mlm / mlm+nsp (pretrain), clm (pretrain or finetune).",
+        "What to train: classification (finetune), mlm / mlm+nsp (pretrain), clm (pretrain or finetune), "
+        "sft (instruction / chat fine-tuning of a causal LM).",
     )
     output_dir: str | None = opt(
         None,
@@ -441,6 +517,10 @@ class Config:
     training: TrainingConfig = field(default_factory=TrainingConfig, metadata={"doc": "Optimisation."})
     distributed: DistributedConfig = field(
         default_factory=DistributedConfig, metadata={"doc": "Several processes (GPUs, machines)."}
+    )
+    lora: LoraConfig = field(default_factory=LoraConfig, metadata={"doc": "Parameter-efficient fine-tuning."})
+    sft: SftConfig = field(
+        default_factory=SftConfig, metadata={"doc": "Instruction and chat fine-tuning (task sft)."}
     )
     evaluate: EvaluateConfig = field(
         default_factory=EvaluateConfig, metadata={"doc": "`ptft evaluate`.", "resume_safe": True}

@@ -677,3 +677,20 @@ def exact_match(predicted: Sequence[str | None], reference: Sequence[str | None]
 def format_rate(predicted: Sequence[str | None]) -> float:
     """The fraction of generations in which the answer format was found at all."""
     return sum(p is not None for p in predicted) / max(1, len(predicted))
+
+
+# ---------------------------------------------------------------------------------------------
+# Prompts for generation: what the model saw before its reply during training
+
+
+def generation_prompt(conversation: list[dict[str, str]], tokenizer: Any, options: SftOptions) -> str:
+    """The text that precedes the assistant's reply to the conversation's last user message, as
+    training rendered it: the chat template with its generation prompt, or the plain template's
+    [BOS] [system + blank line] prompt. (Special tokens appear as text; the tokenizer reads them back.)"""
+    # the reply to predict (a record's own answer) is left out
+    messages = conversation[:-1] if conversation[-1]["role"] == "assistant" else conversation
+    if options.chat_template:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    system = messages[0]["content"] + "\n\n" if messages[0]["role"] == "system" else ""
+    bos = tokenizer.decode(_leading_special_ids(tokenizer))
+    return bos + system + messages[-1]["content"]

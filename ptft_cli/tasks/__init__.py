@@ -96,9 +96,9 @@ class Task(Protocol):
 
 
 def _registry() -> dict[str, ModuleType]:
-    from ptft_cli.tasks import classification, clm, mlm, nsp
+    from ptft_cli.tasks import classification, clm, mlm, nsp, sft
 
-    return {m.NAME: m for m in (classification, mlm, nsp, clm)}
+    return {m.NAME: m for m in (classification, mlm, nsp, clm, sft)}
 
 
 def get(cfg: Config, command: str | None = None) -> Task:

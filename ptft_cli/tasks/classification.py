@@ -342,7 +342,13 @@ def read_inputs(cfg: Config, command: str) -> Inputs:
 
 def head(cfg: Config, inputs: Inputs | None) -> Head:
     if inputs is None:
-        return Head("AutoModelForSequenceClassification", "a classifier", needs_labels=True, pads=True)
+        return Head(
+            "AutoModelForSequenceClassification",
+            "a classifier",
+            needs_labels=True,
+            pads=True,
+            peft_task="SEQ_CLS",
+        )
     labels = inputs.data.labels
     config = {
         "num_labels": len(labels),
@@ -350,7 +356,13 @@ def head(cfg: Config, inputs: Inputs | None) -> Head:
         "label2id": {n: i for i, n in enumerate(labels)},
     }
     return Head(
-        "AutoModelForSequenceClassification", "a classifier", config, new_head=True, pads=True, cls_sep=True
+        "AutoModelForSequenceClassification",
+        "a classifier",
+        config,
+        new_head=True,
+        pads=True,
+        cls_sep=True,
+        peft_task="SEQ_CLS",
     )
 
 
