@@ -282,6 +282,20 @@ def predict(
 
 
 @app.command()
+def chat(config: ConfigOpt, set_: SetOpt = None) -> None:
+    """Talk to a trained chat model (task sft, or any model with a chat template) in the terminal."""
+    from ptft_cli import runner
+
+    def ask(prompt: str) -> str | None:
+        try:
+            return input(prompt)
+        except EOFError:
+            return None
+
+    _run(config, set_, lambda cfg: runner.chat(cfg, ask))
+
+
+@app.command()
 def validate(
     config: ConfigOpt,
     set_: SetOpt = None,

@@ -159,7 +159,9 @@ def _train(cfg: Config, command: str, opts: RunOptions, world: Any) -> dict[str,
     config_text = _resolved(cfg)
     snapshot = checkpoint.Snapshot(model, tokenizer, opt, config_text, _sizes(inputs.files))
     log = MetricsLog(run.metrics_jsonl, history) if world.main else None
-    session = _Session(cfg, run, claim, opts, snapshot, log, replica)
+    session = _Session(
+        cfg, run, claim, opts, snapshot, log, replica, {"total": total, "trainable": trainable}
+    )
     first_step = state.step
     try:
         if saved is not None:
@@ -219,6 +221,7 @@ class _Session:
     snapshot: checkpoint.Snapshot  # model, tokenizer and optimizer, as checkpoints save them
     log: MetricsLog | None
     replica: Any  # distributed.Replica: the model as this process trains it
+    parameters: dict[str, int]  # total and trainable, for results.json
 
 
 def _train_and_finish(s: _Session, data: Any, plan: Any, state: Any) -> dict[str, Any]:
@@ -276,7 +279,7 @@ def _train_and_finish(s: _Session, data: Any, plan: Any, state: Any) -> dict[str
     peaks = world.gather(_peak_memory_gb(s.replica.module))
     if not world.main:
         return {}
-    return _finish(s.cfg, run, s.log, state, (clock, startup, s.opts.started, peaks))
+    return _finish(s.cfg, run, s.log, state, (clock, startup, s.opts.started, peaks), s.parameters)
 
 
 def _peak_memory_gb(model: Any) -> float:
@@ -472,7 +475,12 @@ def _already_done(cfg: Config, run: RunDir, state: Any, plan: Any) -> dict[str, 
 
 
 def _finish(
-    cfg: Config, run: RunDir, log: Any, state: Any, timing: tuple[Any, float, float, list[float]]
+    cfg: Config,
+    run: RunDir,
+    log: Any,
+    state: Any,
+    timing: tuple[Any, float, float, list[float]],
+    parameters: dict[str, int],
 ) -> dict[str, Any]:
     """results.json, loss.png and the final table."""
     from ptft_cli.metrics import plot_losses
@@ -496,6 +504,7 @@ def _finish(
         else None,
         "model_dir": str(run.model_dir),
         "peak_memory_gb": peaks,  # per process, in rank order
+        "parameters": parameters,
     }
     checkpoint.atomic_write_json(run.results_json, results)
     shown = {k[5:]: v for k, v in state.last_eval.items() if k.startswith("eval_")}
@@ -625,6 +634,45 @@ def predict(cfg: Config) -> Path:
         f"{len(rows):,} predictions in {seconds:.1f}s ({rate:,.0f}/s, {loaded.hw.precision}) → {out}"
     )
     return out
+
+
+def chat(cfg: Config, ask: Any) -> int:
+    """An interactive conversation with a trained causal LM through its chat template: `ask(prompt)`
+    returns the user's next message (None at the end of input). Returns the number of replies."""
+    from ptft_cli.data import sft as sft_data
+    from ptft_cli.inference import generate
+    from ptft_cli.tasks import lm
+
+    task = tasks.get(cfg)
+    key = "predict.model" if cfg.predict.model else "output_dir"
+    ref = trained_model(cfg, cfg.predict.model, "predict.model")
+    loaded = _load(cfg, task, ref, key)
+    if not getattr(loaded.tokenizer, "chat_template", None):
+        raise ConfigError(
+            f"{ref}'s tokenizer has no chat template, so it cannot hold a conversation",
+            where=cfg.where(key),
+            key=key,
+            hint="chat with an instruction-tuned model (task sft), or use `ptft predict --prompt`",
+        )
+    settings = lm.generation_settings(cfg)
+    options = sft_data.SftOptions(cfg.tokenizer.max_length)
+    history = [{"role": "system", "content": cfg.sft.system}] if cfg.sft.system else []
+    console.info(f"chatting with {ref} ({loaded.hw.device}); an empty line or Ctrl-D ends")
+    replies = 0
+    while (message := ask("you> ")) is not None and message.strip():
+        history.append({"role": "user", "content": message})
+        prompt = sft_data.generation_prompt(history, loaded.tokenizer, options)
+        # the oldest turns go first when the conversation outgrows the model's context
+        while len(loaded.tokenizer(prompt)["input_ids"]) + settings.max_new_tokens > cfg.tokenizer.max_length:
+            if len(history) <= 1 + bool(cfg.sft.system):
+                break
+            del history[bool(cfg.sft.system) : bool(cfg.sft.system) + 2]
+            prompt = sft_data.generation_prompt(history, loaded.tokenizer, options)
+        (row,) = generate(loaded.model, loaded.tokenizer, [prompt], settings)
+        console.console.print(row["completion"].strip(), markup=False, highlight=False)
+        history.append({"role": "assistant", "content": row["completion"].strip()})
+        replies += 1
+    return replies
 
 
 # ---------------------------------------------------------------------------------------------

@@ -272,3 +272,17 @@ def test_a_file_that_is_not_gguf_and_a_missing_chat_template_are_refused(
         "sft.chat_template=false",
     )
     assert result.exit_code == 0, result.output
+
+
+def test_chat_answers_each_message_until_the_input_ends(cli, sft_config, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from ptft_cli.cli import app
+
+    config = sft_config()
+    assert cli("finetune", "--config", config).exit_code == 0
+    result = CliRunner().invoke(
+        app, ["chat", "--config", str(config)], input="what is 2 plus 3 ?\nwhat is 1 plus 1 ?\n"
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.count("you> ") == 3  # two messages answered, then the end of input
