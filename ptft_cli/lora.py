@@ -62,27 +62,59 @@ def load_adapter(model: Any, folder: Path) -> None:
 
 def merged_state_dict(model: Any) -> dict[str, Any]:
     """The weights of the merged model (W + scale·B·A for every adapted layer; a trained head's copy
-    in place of the original), under the plain model's names. The live model is not touched:
-    merging in place and back would not restore its weights bit for bit."""
+    in place of the original; a 4-bit base dequantised), under the plain model's names. The live
+    model is not touched: merging in place and back would not restore its weights bit for bit."""
     import torch
     from peft.tuners.lora import LoraLayer
+    from peft.utils.integrations import dequantize_module_weight
 
     base = model.get_base_model()
-    deltas = {}
+    out: dict[str, Any] = {}
+    for key, value in base.state_dict().items():
+        if ".lora_" in key or ".original_module." in key or _quant_state(key):
+            continue
+        out[key.replace(".base_layer.", ".").replace(".modules_to_save.default.", ".")] = value
     with torch.no_grad():
         for name, module in base.named_modules():
             if isinstance(module, LoraLayer):
-                deltas[name] = module.get_delta_weight(module.active_adapters[0])
-    out: dict[str, Any] = {}
-    for key, value in base.state_dict().items():
-        if ".lora_" in key or ".original_module." in key:
-            continue
-        plain = key.replace(".base_layer.", ".").replace(".modules_to_save.default.", ".")
-        module = plain.rsplit(".", 1)[0]
-        if plain.endswith(".weight") and module in deltas:
-            value = value + deltas[module].to(value.dtype)
-        out[plain] = value
+                layer = module.get_base_layer()
+                weight = dequantize_module_weight(layer) if _four_bit(layer) else layer.weight
+                delta = module.get_delta_weight(module.active_adapters[0])
+                out[f"{name}.weight"] = weight.detach() + delta.to(weight.dtype)
+            elif _four_bit(module):  # a 4-bit layer without adapters
+                out[f"{name}.weight"] = dequantize_module_weight(module).detach()
     return out
+
+
+def merged_model(model: Any) -> tuple[Any, dict[str, Any] | None]:
+    """(a model to `save_pretrained`, the state dict to save with it) for the merged model/. A 4-bit
+    base cannot save full weights: they go into a model built from its config, in bf16."""
+    weights = merged_state_dict(model)
+    base = model.get_base_model()
+    if not getattr(base, "is_loaded_in_4bit", False):
+        return base, weights
+    import copy
+
+    import torch
+
+    config = copy.deepcopy(base.config)  # the live model keeps its own
+    config.quantization_config = None
+    del config.quantization_config
+    plain = type(base)._from_config(config, torch_dtype=torch.bfloat16)
+    plain.load_state_dict({k: v.to("cpu", torch.bfloat16) for k, v in weights.items()}, strict=False)
+    return plain, None
+
+
+def _four_bit(module: Any) -> bool:
+    return type(getattr(module, "weight", None)).__name__ == "Params4bit"
+
+
+def _quant_state(key: str) -> bool:
+    """bitsandbytes' per-weight quantisation state, saved beside a 4-bit weight."""
+    return any(
+        part in key
+        for part in (".absmax", ".quant_map", ".nested_absmax", ".nested_quant_map", ".quant_state.")
+    )
 
 
 def save_adapter(model: Any, folder: Path) -> None:

@@ -9,6 +9,7 @@ freezing are applied here, and only here. `load_trained` loads a finished model 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -450,6 +451,36 @@ def load_config(ref: str, m: ModelConfig, key: str, where: str, **overrides: Any
     return config
 
 
+def _four_bit(cfg: Config) -> dict[str, Any]:
+    """QLoRA: the frozen base held in 4-bit NF4 on this process's GPU (bitsandbytes), computing in bf16."""
+    if cfg.lora.quantize_base is None:
+        return {}
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ConfigError(
+            "lora.quantize_base needs the bitsandbytes package",
+            where=cfg.where("lora.quantize_base"),
+            key="lora.quantize_base",
+            hint="pip install bitsandbytes",
+        )
+    quant = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=cfg.lora.quantize_base,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+        bnb_4bit_use_double_quant=True,
+    )
+    return {"quantization_config": quant, "device_map": {"": torch.cuda.current_device()}}
+
+
+def to_device(model: Any, device: Any) -> Any:
+    """The model on `device`; a 4-bit model was placed there when loaded (and refuses `.to`)."""
+    if getattr(model, "is_loaded_in_4bit", False):
+        return model
+    return model.to(device)
+
+
 def _gguf(m: ModelConfig) -> dict[str, str]:
     return {"gguf_file": m.gguf_file} if m.gguf_file else {}
 
@@ -530,6 +561,7 @@ def build(cfg: Config, head: Head, tokenizer: Any, attn: str) -> tuple[Any, str]
                 # a checkpoint with another head size gets a new head
                 **({"ignore_mismatched_sizes": True} if head.new_head else {}),
                 **_gguf(m),
+                **_four_bit(cfg),
             )
         except Exception as e:  # the wrong head, weights that do not fit the config, pickled code refused
             raise ConfigError(
@@ -553,6 +585,13 @@ def build(cfg: Config, head: Head, tokenizer: Any, attn: str) -> tuple[Any, str]
     if cfg.lora.r is not None:
         from ptft_cli import lora
 
+        if cfg.lora.quantize_base is not None:
+            from peft import prepare_model_for_kbit_training
+
+            # norms and the head in fp32, inputs that carry gradients into the frozen 4-bit blocks
+            model = prepare_model_for_kbit_training(
+                model, use_gradient_checkpointing=cfg.training.gradient_checkpointing
+            )
         model = lora.apply(model, cfg.lora, head.peft_task, cfg.where("lora.target_modules"))
         description += f", LoRA r={cfg.lora.r} on {cfg.lora.target_modules or 'default'} layers"
     return model, description

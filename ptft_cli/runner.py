@@ -114,7 +114,7 @@ def _train(cfg: Config, command: str, opts: RunOptions, world: Any) -> dict[str,
                 key="model.freeze_backbone",
                 hint="this model has no separate head; train it unfrozen, or with train_top_k_layers",
             )
-        model.to(hw.device)
+        model = models.to_device(model, hw.device)
         if t.gradient_checkpointing:
             models.checkpoint_activations(model, cfg.where("training.gradient_checkpointing"))
         if data.tokens is not None and data.seq_len:
@@ -244,7 +244,7 @@ def _train_and_finish(s: _Session, data: Any, plan: Any, state: Any) -> dict[str
     def save_model() -> None:
         weights, plain = s.replica.full_state(), snap.model
         if lora.is_peft(snap.model):  # model/ is the merged model; adapter/ the adapters alone
-            weights, plain = lora.merged_state_dict(snap.model), snap.model.get_base_model()
+            plain, weights = lora.merged_model(snap.model)
         with distributed.agreeing(world):
             if world.main:
                 checkpoint.save_pretrained(plain, snap.tokenizer, run.model_dir, weights)
