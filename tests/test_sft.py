@@ -286,3 +286,26 @@ def test_chat_answers_each_message_until_the_input_ends(cli, sft_config, tmp_pat
     )
     assert result.exit_code == 0, result.output
     assert result.output.count("you> ") == 3  # two messages answered, then the end of input
+
+
+def test_the_reply_only_output_layer_gives_the_full_loss(tiny_llm: Path) -> None:
+    """loss_sum runs the output layer only where replies are predicted; the loss is the same."""
+    import contextlib
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ptft_cli.tasks import lm, sft
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llm).eval()
+    tok = AutoTokenizer.from_pretrained(tiny_llm)
+    table = sft_data.Table("t.jsonl", sums(8, seed=3), list(range(1, 9)))
+    examples, _ = sft_data.encode_table(
+        table, sft_data.Template(("{question}",), "{answer}"), tok, sft_data.SftOptions(48)
+    )
+    batch = sft.collate(examples, tok.pad_token_id, torch.device("cpu"))
+    assert sft._keeps_logits(model)
+    with torch.no_grad():
+        fast = sft.loss_sum(model, batch, contextlib.nullcontext)
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        full = lm.summed_cross_entropy(logits[:, :-1], batch["labels"][:, 1:])
+    torch.testing.assert_close(fast, full, rtol=1e-6, atol=1e-5)

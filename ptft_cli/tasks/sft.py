@@ -266,11 +266,32 @@ def collate(examples: list[Any], pad_id: int, device: Any) -> dict[str, torch.Te
 def loss_sum(model: Any, batch: dict[str, torch.Tensor], autocast: Callable[[], Any]) -> torch.Tensor:
     """Summed next-token cross-entropy over the trained (reply) tokens; labels are aligned with the
     inputs, as in transformers, and shifted here. No KV cache: with one, transformers ignores the
-    position-id boundaries of packed rows and attention would cross examples."""
+    position-id boundaries of packed rows and attention would cross examples.
+
+    The output layer runs only at the positions where some row of the batch has a reply token to
+    predict (`logits_to_keep`): prompts take no vocabulary-sized logits, saving the head's compute
+    and a (batch × prompt length × vocabulary) fp32 tensor."""
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids") if k in batch}
+    labels = batch["labels"][:, 1:]  # (B, T-1): the token position t predicts
+    if _keeps_logits(model):
+        positions = (labels != sft_data.IGNORE).any(0).nonzero().squeeze(1)  # (P,)
+        with autocast():
+            logits = model(**inputs, use_cache=False, logits_to_keep=positions).logits  # (B, P, V)
+        return lm.summed_cross_entropy(logits, labels[:, positions])
     with autocast():
         logits = model(**inputs, use_cache=False).logits
-    return lm.summed_cross_entropy(logits[:, :-1], batch["labels"][:, 1:])
+    return lm.summed_cross_entropy(logits[:, :-1], labels)
+
+
+def _keeps_logits(model: Any) -> bool:
+    """Whether the transformers model inside the wrappers (compile, DDP, peft) takes `logits_to_keep`."""
+    import inspect
+
+    for attr in ("_orig_mod", "module"):
+        model = getattr(model, attr, model)
+    if hasattr(model, "get_base_model"):
+        model = model.get_base_model()
+    return "logits_to_keep" in inspect.signature(type(model).forward).parameters
 
 
 def count(batch: dict[str, torch.Tensor]) -> int:
