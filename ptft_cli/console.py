@@ -1,4 +1,5 @@
-"""What the user sees: run header, progress, metric tables. Everything goes to stderr; data goes to files.
+"""What the user sees: run header, progress, metric tables. Everything goes to stderr; data goes to files,
+and text generated for one `--prompt` streams to stdout when that is a terminal.
 
 Rich honours NO_COLOR and drops live bars when stderr is not a terminal; there the progress
 falls back to one plain line per logged step so CI logs stay readable.
@@ -7,9 +8,10 @@ falls back to one plain line per logged step so CI logs stay readable.
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, TextIO
 
 from rich.console import Console
 from rich.progress import (
@@ -154,3 +156,26 @@ def counting_progress(description: str) -> Iterator[Callable[[int], None]]:
     task = progress.add_task(description, total=None)
     with progress:
         yield lambda n: progress.advance(task, n)
+
+
+class TextStream:
+    """Generated text written to stdout piece by piece, flushed, so a terminal shows it as it comes."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.used = False  # whether anything was written (then the text need not be shown again)
+
+    def __call__(self, piece: str) -> None:
+        self.used = True
+        self.out.write(piece)
+        self.out.flush()
+
+
+def stdout_is_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
+def text_stream() -> TextStream | None:
+    """A stream to stdout when it is a terminal; None when stdout is piped or a file, where the text
+    is shown once finished (on stderr, with the other messages)."""
+    return TextStream(sys.stdout) if stdout_is_terminal() else None

@@ -7,6 +7,7 @@ masked texts get them ([CLS] ... [SEP]), as MLM training does.
 
 Padding is done here from token-id lists rather than by the tokenizer, so the caller's tokenizer
 is never mutated (no temporary `padding_side` or `pad_token`), even if the call raises.
+Turning generated ids into text (stop strings, streaming) lives in `decoding.py`.
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ class Generation:
     top_p: float | None = None
     batch_size: int = 16
     seed: int = 0
+    repetition_penalty: float = 1.0  # 1.0: off; above 1 makes tokens already in the row less likely
+    stop: tuple[str, ...] = ()  # a sequence ends once its completion contains one of these
 
 
 def generate(
@@ -66,27 +69,42 @@ def generate(
     prompts: list[str],
     settings: Generation,
     progress: Callable[[int], None] | None = None,
+    stream: Callable[[str], None] | None = None,
 ) -> list[dict]:
     """Continue each prompt with a causal LM; one dict per prompt, in the input order.
 
     Each dict is {"prompt", "completion", "new_tokens", "finish_reason"}: `completion` is only the
     new text (special tokens skipped; `prompt + completion` reads as the whole text, leading space
-    included), `new_tokens` counts generated tokens up to and including EOS, and `finish_reason`
-    is "eos" if the model emitted EOS, else "length".
+    included), `new_tokens` counts generated tokens up to and including EOS (or the token that
+    completed a stop string), and `finish_reason` is "eos" if the model emitted EOS, "stop" if the
+    completion reached one of `settings.stop` (the completion is cut before it), else "length".
+    A sequence that stops early leaves the others of its batch generating.
 
     Greedy when `settings.do_sample` is False (temperature, top_k, top_p ignored); otherwise samples,
-    with `top_k=None` / `top_p=None` meaning no cut-off. Each batch is seeded with `seed + batch index`,
-    so a run is reproducible; greedy output does not depend on `batch_size` either.
+    with `top_k=None` / `top_p=None` meaning no cut-off. `repetition_penalty` is transformers' (it
+    divides a positive logit, multiplies a negative one, of every token already in the prompt or the
+    completion; the left padding is not counted). Each batch is seeded with `seed + batch index`, so
+    a run is reproducible; greedy output does not depend on `batch_size` either.
+    `stream`, for a single prompt, receives the completion piece by piece while it is generated;
+    the pieces concatenate to exactly the returned completion.
     A prompt that would not fit in the position table with `max_new_tokens` after it keeps its
     last tokens. An empty prompt starts from BOS. Errors (ValueError, prompts counted from 1):
-    an empty prompt and no BOS token, `max_new_tokens` not below the model's maximum length.
+    an empty prompt and no BOS token, `max_new_tokens` not below the model's maximum length,
+    an empty stop string, `stream` with other than one prompt.
     """
     import torch
+    from transformers import StoppingCriteriaList
+
+    from ptft_cli.decoding import StopStrings, TextPieces, until_eos
 
     max_new_tokens, do_sample, batch_size = settings.max_new_tokens, settings.do_sample, settings.batch_size
     temperature, top_k, top_p, seed = settings.temperature, settings.top_k, settings.top_p, settings.seed
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    if "" in settings.stop:
+        raise ValueError("a stop string must not be empty (every text contains it)")
+    if stream is not None and len(prompts) != 1:
+        raise ValueError(f"streaming takes exactly one prompt, got {len(prompts)}")
     limit = max_positions(model.config)
     if limit is not None and max_new_tokens >= limit:
         raise ValueError(
@@ -124,6 +142,8 @@ def generate(
         with torch.inference_mode():
             for b, batch in enumerate(_length_batches([len(r) for r in rows], batch_size)):
                 ids, mask = _pad([rows[i] for i in batch], pad_id, left=True, device=device)
+                stops = StopStrings(tokenizer, settings.stop, [rows[i] for i in batch], ids.shape[1])
+                streamer = TextPieces(tokenizer, rows[0], settings.stop, stream) if stream else None
                 torch.manual_seed(seed + b)
                 out = model.generate(
                     input_ids=ids,
@@ -131,14 +151,21 @@ def generate(
                     max_new_tokens=max_new_tokens,
                     do_sample=do_sample,
                     **sampling,
+                    # transformers skips the left padding (found from attention_mask) when penalising
+                    repetition_penalty=settings.repetition_penalty,
+                    stopping_criteria=StoppingCriteriaList([stops] if settings.stop else []),
+                    streamer=streamer,
                     num_beams=1,
                     use_cache=True,
                     pad_token_id=pad_id,
                     eos_token_id=eos_id,
                 )
                 new = out[:, ids.shape[1] :].tolist()  # (B, <= max_new_tokens)
-                for i, gen in zip(batch, new, strict=True):
-                    results[i] = _completion(tokenizer, prompts[i], rows[i], gen, eos_id)
+                for j, (i, gen) in enumerate(zip(batch, new, strict=True)):
+                    # a row that met a stop string was padded after it (padding may be EOS)
+                    stopped_at = stops.stopped_at[j]
+                    kept = gen[:stopped_at] if stopped_at is not None else until_eos(gen, eos_id)
+                    results[i] = _completion(tokenizer, prompts[i], rows[i], kept, settings.stop)
                 if progress is not None:
                     progress(len(batch))
     finally:
@@ -147,21 +174,18 @@ def generate(
 
 
 def _completion(
-    tokenizer: Any, prompt: str, prompt_ids: list[int], gen: list[int], eos_id: int | None
+    tokenizer: Any, prompt: str, prompt_ids: list[int], kept: list[int], stop: tuple[str, ...]
 ) -> dict:
-    """One result: the generated ids up to the first EOS (what follows is padding)."""
-    stop = gen.index(eos_id) + 1 if eos_id is not None and eos_id in gen else None
-    kept = gen if stop is None else gen[:stop]
-    # Decoding the continuation alone drops its leading space with SentencePiece-style tokenizers;
-    # decoding prompt + continuation and cutting the prompt's text off keeps it.
-    head = tokenizer.decode(prompt_ids, skip_special_tokens=True)
-    whole = tokenizer.decode(prompt_ids + kept, skip_special_tokens=True)
-    text = whole[len(head) :] if whole.startswith(head) else tokenizer.decode(kept, skip_special_tokens=True)
+    """One result from the generated ids worth keeping (up to EOS or the stop string)."""
+    from ptft_cli.decoding import completion_text, cut_at_stop
+
+    text, stopped = cut_at_stop(completion_text(tokenizer, prompt_ids, kept), stop)
+    eos = bool(kept) and kept[-1] == tokenizer.eos_token_id
     return {
         "prompt": prompt,
         "completion": text,
         "new_tokens": len(kept),
-        "finish_reason": "length" if stop is None else "eos",
+        "finish_reason": "stop" if stopped else "eos" if eos else "length",
     }
 
 

@@ -12,6 +12,7 @@ nothing here tests task names.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import random
@@ -622,12 +623,15 @@ def predict(cfg: Config) -> Path:
         )
     loaded = _load(cfg, task, ref, key)
 
+    # One --prompt on a terminal: generated text streams to stdout, so no live count on stderr beside it.
+    stream = console.text_stream() if cfg.predict.prompt is not None else None
+    counting = contextlib.nullcontext(lambda n: None) if stream else console.counting_progress("predict")
     started = time.perf_counter()
-    with console.counting_progress("predict") as advance:
-        rows = task.predict(cfg, inputs, loaded, advance)
+    with counting as advance:
+        rows = task.predict(cfg, inputs, loaded, advance, stream)
     seconds = time.perf_counter() - started
     checkpoint.write_predictions(out, rows)
-    if cfg.predict.prompt is not None and len(rows) == 1:
+    if cfg.predict.prompt is not None and len(rows) == 1 and not (stream and stream.used):
         console.info(task.shown(rows[0]))
     rate = len(rows) / max(seconds, 1e-9)
     console.info(

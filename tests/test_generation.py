@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
+from ptft_cli.decoding import until_eos
 from ptft_cli.inference import Generation, fill_mask, generate
 
 LETTERS = list("abcdefghijkl")  # the trained model continues "c d" with "e f ... l" and then EOS
@@ -173,6 +176,219 @@ def test_refuses_what_cannot_run(random_gpt: Any) -> None:
         run(random_gpt, no_bos, ["a", ""])
     with pytest.raises(ValueError, match=r"max_new_tokens \(64\).*maximum length \(64\)"):
         run(random_gpt, no_bos, ["a"], max_new_tokens=64)
+
+
+# ---------------------------------------------------------------------------------------------
+# Repetition penalty, stop strings, streaming
+
+
+def transformers_alone(model: Any, tokenizer: Any, prompt: str, n: int, **kw: Any) -> list[int]:
+    """Plain `model.generate` on one unpadded prompt, stopped at EOS as `generate` reports it."""
+    ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    eos = tokenizer.eos_token_id
+    out = model.generate(ids, max_new_tokens=n, do_sample=False, pad_token_id=eos, eos_token_id=eos, **kw)
+    return out[0, ids.shape[1] :].tolist()
+
+
+def test_repetition_penalty_equals_transformers_generate_one_prompt_at_a_time(
+    random_gpt: Any, gpt_tokenizer: Any
+) -> None:
+    tok = gpt_tokenizer
+    plain = run(random_gpt, tok, PROMPTS, max_new_tokens=8, batch_size=5)
+    penalised = run(random_gpt, tok, PROMPTS, max_new_tokens=8, batch_size=5, repetition_penalty=3.0)
+    for prompt, row in zip(PROMPTS, penalised, strict=True):
+        # batched with left padding; the padding (EOS here) must not be penalised as if it were text
+        want = as_completion(tok, transformers_alone(random_gpt, tok, prompt, 8, repetition_penalty=3.0))
+        assert (row["completion"], row["new_tokens"]) == want
+    assert [r["completion"] for r in penalised] != [r["completion"] for r in plain]
+    assert run(random_gpt, tok, PROMPTS, max_new_tokens=8, repetition_penalty=1.0) == plain
+
+
+def test_stop_strings_cut_the_completion_and_say_why(alphabet_gpt: Any, gpt_tokenizer: Any) -> None:
+    def one(prompt: str, stop: tuple[str, ...]) -> dict:
+        return run(alphabet_gpt, gpt_tokenizer, [prompt], max_new_tokens=10, stop=stop)[0]
+
+    # " e f g h ..." ends once "h" appears (4 new tokens); the text stops before it.
+    assert one("c d", ("h",)) == {
+        "prompt": "c d",
+        "completion": " e f g ",
+        "new_tokens": 4,
+        "finish_reason": "stop",
+    }
+    # A stop string across tokens; of two, the earlier in the text wins.
+    assert one("c d", ("g h",))["completion"] == " e f "
+    assert one("c d", ("j", "f g")) == {
+        "prompt": "c d",
+        "completion": " e ",
+        "new_tokens": 3,
+        "finish_reason": "stop",
+    }
+    # Only the completion counts: "d e" starts in the prompt, so generation runs on to EOS.
+    assert one("c d", ("d e",)) == {
+        "prompt": "c d",
+        "completion": " e f g h i j k l",
+        "new_tokens": 9,
+        "finish_reason": "eos",
+    }
+    assert one("c d", ("e f g h i j k l",))["finish_reason"] == "stop"
+    [short] = run(alphabet_gpt, gpt_tokenizer, ["e"], max_new_tokens=3, stop=("k",))
+    assert short == {"prompt": "e", "completion": " f g h", "new_tokens": 3, "finish_reason": "length"}
+    with pytest.raises(ValueError, match="stop string must not be empty"):
+        one("c d", ("h", ""))
+
+
+def test_a_sequence_that_stops_leaves_the_batch_unchanged(alphabet_gpt: Any, gpt_tokenizer: Any) -> None:
+    """Rows stop at different steps (or not at all); each equals its prompt generated alone, although a
+    stopped row is padded with EOS afterwards while the others go on."""
+    prompts = ["c d", "j", "a b", "e", "k"]
+    stop = ("g", "i j")
+    together = run(alphabet_gpt, gpt_tokenizer, prompts, max_new_tokens=10, batch_size=5, stop=stop)
+    alone = [run(alphabet_gpt, gpt_tokenizer, [p], max_new_tokens=10, stop=stop)[0] for p in prompts]
+    assert together == alone
+    assert [(r["completion"], r["new_tokens"], r["finish_reason"]) for r in together] == [
+        (" e f ", 3, "stop"),
+        (" k l", 3, "eos"),
+        (" c d e f ", 5, "stop"),
+        (" f ", 2, "stop"),
+        (" l", 2, "eos"),
+    ]
+
+
+def test_stop_strings_on_a_random_model_match_generating_alone(random_gpt: Any, gpt_tokenizer: Any) -> None:
+    tok = gpt_tokenizer
+    free = run(random_gpt, tok, PROMPTS, max_new_tokens=12)
+    # a word some completions contain and others do not: some rows stop, the rest run on
+    words = sorted({w for r in free for w in r["completion"].split()})
+    stop = next((w,) for w in words if 0 < sum(w in r["completion"] for r in free) < len(free))
+    together = run(random_gpt, tok, PROMPTS, max_new_tokens=12, batch_size=5, stop=stop)
+    alone = [run(random_gpt, tok, [p], max_new_tokens=12, stop=stop)[0] for p in PROMPTS]
+    assert together == alone
+    for cut, whole in zip(together, free, strict=True):
+        assert whole["completion"].startswith(cut["completion"])
+        assert stop[0] not in cut["completion"]
+        assert (cut["finish_reason"] == "stop") == (stop[0] in whole["completion"])
+    assert 0 < sum(r["finish_reason"] == "stop" for r in together) < len(PROMPTS)
+
+
+def streamed(model: Any, tokenizer: Any, prompt: str, **kw: Any) -> tuple[list[str], dict]:
+    pieces: list[str] = []
+    args = {"max_new_tokens": 12, "batch_size": 1, "seed": 0} | kw
+    [row] = generate(model, tokenizer, [prompt], Generation(**args), stream=pieces.append)
+    return pieces, row
+
+
+def test_streamed_pieces_are_the_completion(alphabet_gpt: Any, gpt_tokenizer: Any) -> None:
+    pieces, row = streamed(alphabet_gpt, gpt_tokenizer, "c d")
+    assert pieces == [" e", " f", " g", " h", " i", " j", " k", " l"]  # one per token, EOS adds nothing
+    assert "".join(pieces) == row["completion"] == " e f g h i j k l"
+    # The stop string is never written, not even the part of it that was generated first.
+    pieces, row = streamed(alphabet_gpt, gpt_tokenizer, "c d", stop=("g h",))
+    assert pieces == [" e", " f", " "] and row["completion"] == " e f "
+    with pytest.raises(ValueError, match="exactly one prompt, got 2"):
+        generate(alphabet_gpt, gpt_tokenizer, ["a", "b"], Generation(), stream=print)
+
+
+def metaspace_tokenizer() -> Any:
+    """SentencePiece-like: every word piece carries its leading space as "▁", which decoding a
+    piece alone drops (decode(["▁dog"]) == "dog")."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = ["<s>", "</s>", "<unk>", *(f"\u2581{w}" for w in WORDS + LETTERS), "s", "ed", ","]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(vocab)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+
+
+def byte_tokenizer() -> Any:
+    """GPT-2-like byte-level BPE with single-byte tokens, so a random model emits partial UTF-8."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(["café naïve 日本語 über 😀 the cat sat"] * 20, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>")
+
+
+def test_streaming_keeps_sentencepiece_spaces_and_whole_characters() -> None:
+    meta = metaspace_tokenizer()
+    assert meta.decode(meta.convert_tokens_to_ids(["\u2581dog"])) == "dog"
+    model = tiny_gpt(meta, 2, tie_word_embeddings=False, initializer_range=0.2).eval()
+    for prompt in ["the cat", "a b c", "dog"]:
+        pieces, row = streamed(model, meta, prompt)
+        assert "".join(pieces) == row["completion"]
+        # one piece per token, each with its own space ("ed" has none): what the vocabulary says
+        new = until_eos(transformers_alone(model, meta, prompt, 12), meta.eos_token_id)
+        tokens = [t for t in meta.convert_ids_to_tokens(new) if t != meta.eos_token]
+        assert pieces == [t.replace("\u2581", " ") for t in tokens] and len(pieces) > 1
+
+    byte = byte_tokenizer()
+    model = tiny_gpt(byte, 3, tie_word_embeddings=False, initializer_range=0.2).eval()
+    texts = []
+    for seed in range(6):  # sampled, so the bytes vary: split characters, invalid sequences
+        pieces, row = streamed(model, byte, "café 日本", do_sample=True, seed=seed, max_new_tokens=16)
+        # a character split over tokens is held back until whole: nothing written is ever rewritten
+        assert "".join(pieces) == row["completion"] and len(pieces) > 1
+        texts.append(row["completion"])
+    assert any(any(ord(c) > 127 and c != "\ufffd" for c in t) for t in texts)  # some whole non-ASCII
+
+
+def test_predict_config_keys_reach_generation(tmp_path: Path) -> None:
+    from ptft_cli import config
+    from ptft_cli.errors import ConfigError
+    from ptft_cli.tasks.lm import generation_settings
+
+    path = tmp_path / "c.yaml"
+    path.write_text('output_dir: o\npredict: {stop: ["\\n\\n", " ", "Q:"], repetition_penalty: 1.2}\n')
+    settings = generation_settings(config.load(path))
+    assert settings.stop == ("\n\n", " ", "Q:") and settings.repetition_penalty == 1.2
+    assert generation_settings(config.load(path, ["predict.stop=[]"])).stop == ()
+    with pytest.raises(ConfigError, match=r"predict\.stop.*must not be empty"):
+        config.load(path, ['predict.stop=["Q:", ""]'])
+    with pytest.raises(ConfigError, match=r"predict\.stop.*expected a list of string"):
+        config.load(path, ["predict.stop=Q"])
+    with pytest.raises(ConfigError, match=r"predict\.repetition_penalty.*must be > 0"):
+        config.load(path, ["predict.repetition_penalty=0"])
+
+
+@pytest.fixture
+def saved_alphabet(alphabet_gpt: Any, gpt_tokenizer: Any, tmp_path: Path) -> Path:
+    """The trained alphabet model as a model directory, and a clm config that predicts with it."""
+    alphabet_gpt.save_pretrained(tmp_path / "model")
+    gpt_tokenizer.save_pretrained(tmp_path / "model")
+    path = tmp_path / "clm.yaml"
+    path.write_text(
+        f"task: clm\noutput_dir: run\ndevice: cpu\nprecision: fp32\n"
+        f"predict: {{model: {tmp_path / 'model'}, max_new_tokens: 10, stop: ['g h']}}\n"
+    )
+    return path
+
+
+def test_cli_streams_one_prompt_to_a_terminal(
+    cli: Any, saved_alphabet: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ptft_cli import console
+
+    monkeypatch.setattr(console, "stdout_is_terminal", lambda: True)
+    result = cli("predict", "--config", saved_alphabet, "--prompt", "c d")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "c d e f \n"  # the prompt, the completion as it came, the line's end
+    assert "c d e f" not in result.stderr and "1 predictions in" in result.stderr  # not shown twice
+    [row] = [json.loads(line) for line in (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()]
+    assert row == {"id": 1, "prompt": "c d", "completion": " e f ", "new_tokens": 4, "finish_reason": "stop"}
+
+
+def test_cli_shows_the_text_once_done_when_stdout_is_not_a_terminal(cli: Any, saved_alphabet: Path) -> None:
+    result = cli("predict", "--config", saved_alphabet, "--prompt", "c d", "--set", "predict.stop=[]")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""
+    assert "c d e f g h i j k l\n" in result.stderr
 
 
 # ---------------------------------------------------------------------------------------------

@@ -231,7 +231,7 @@ def _fill(target: Any, raw: dict, prefix: str, base: Path, cfg: Config, problems
         # Command-line values resolve against the working directory, file values against the config's folder.
         relative_to = Path.cwd() if key in cfg.overridden else base
         try:
-            converted = _convert(value, hint_type)
+            converted = _convert(value, hint_type, blank_ok=f.metadata.get("blank_ok", False))
             _check_bounds(converted, f.metadata)
             converted = _resolve_paths(converted, f.metadata, relative_to)
         except ValueError as e:
@@ -275,8 +275,11 @@ def _allowed(f: dataclasses.Field, tp: Any) -> str:
     return text + (f" ({', '.join(limits)})" if limits else "")
 
 
-def _convert(value: Any, tp: Any) -> Any:
-    """Convert a YAML value to the annotated type or raise ValueError saying what was wrong."""
+def _convert(value: Any, tp: Any, *, blank_ok: bool = False) -> Any:
+    """Convert a YAML value to the annotated type or raise ValueError saying what was wrong.
+
+    Strings must not be empty; with `blank_ok` whitespace-only ones pass (stop strings such as "\\n").
+    """
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
         args = typing.get_args(tp)
@@ -289,7 +292,7 @@ def _convert(value: Any, tp: Any) -> Any:
             if arg is type(None):
                 continue
             try:
-                return _convert(value, arg)
+                return _convert(value, arg, blank_ok=blank_ok)
             except ValueError as e:
                 errors.append(str(e))
         raise ValueError(
@@ -313,7 +316,7 @@ def _convert(value: Any, tp: Any) -> Any:
         (item_type,) = typing.get_args(tp)
         if not isinstance(value, list):
             raise ValueError(f"expected a list of {type_name(item_type)}, got {_show(value)}")
-        return [_convert(v, item_type) for v in value]
+        return [_convert(v, item_type, blank_ok=blank_ok) for v in value]
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -341,7 +344,7 @@ def _convert(value: Any, tp: Any) -> Any:
         raise ValueError(f"expected a number, got {_show(value)}")
     if tp is str:
         if isinstance(value, str):
-            if not value.strip():
+            if not (value if blank_ok else value.strip()):
                 raise ValueError("must not be empty")
             return value
         if isinstance(value, (int, float)) and not isinstance(value, bool):

@@ -29,7 +29,7 @@ def opt(default: Any, doc: str, **checks: Any) -> Any:
     checks: ge / gt / le / lt (numeric bounds), path=True (resolve against the config's folder; a value
     equal to `keyword` stays as it is), resume_safe=True (may differ when a run resumes; other keys
     must match the checkpoint's config),
-    model_ref=True (a local directory or a Hub id).
+    model_ref=True (a local directory or a Hub id), blank_ok=True (whitespace-only strings are values).
     """
     factory = (lambda: list(default)) if isinstance(default, list) else None
     meta = {"doc": doc, **checks}
@@ -411,6 +411,19 @@ class PredictConfig:
         "Generation: nucleus sampling, the smallest set of tokens with this much probability.",
         gt=0,
         le=1,
+    )
+    repetition_penalty: float = opt(
+        1.0,
+        "Generation: make tokens already in the prompt or completion less likely (positive logits are "
+        "divided by it, negative ones multiplied; 1.0: off, 1.1-1.3 curbs loops).",
+        gt=0,
+        le=100.0,
+    )
+    stop: list[str] = opt(
+        [],
+        'Generation: stop strings, e.g. `["\\n\\n", "Question:"]`: a completion ends before the first one '
+        "it contains (finish_reason `stop`); whitespace-only strings count.",
+        blank_ok=True,
     )
 
 

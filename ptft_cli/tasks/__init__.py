@@ -85,9 +85,15 @@ class Task(Protocol):
         ...
 
     def predict(
-        self, cfg: Config, inputs: Inputs, loaded: Loaded, progress: Callable[[int], None]
+        self,
+        cfg: Config,
+        inputs: Inputs,
+        loaded: Loaded,
+        progress: Callable[[int], None],
+        stream: Callable[[str], None] | None = None,
     ) -> list[dict[str, Any]]:
-        """One plain row per input, in input order."""
+        """One plain row per input, in input order. A task that generates text may write what
+        `shown` would show through `stream` while it is produced (one input only); others ignore it."""
         ...
 
     def shown(self, row: dict[str, Any]) -> str:

@@ -503,7 +503,11 @@ def prediction_inputs(cfg: Config) -> Inputs:
 
 
 def predict(
-    cfg: Config, inputs: Inputs, loaded: Loaded, progress: Callable[[int], None]
+    cfg: Config,
+    inputs: Inputs,
+    loaded: Loaded,
+    progress: Callable[[int], None],
+    stream: Callable[[str], None] | None = None,  # not used: nothing to stream
 ) -> list[dict[str, Any]]:
     from ptft_cli.data.sampler import inference_batches
 

@@ -107,15 +107,28 @@ def evaluate(cfg: Config, inputs: Inputs, loaded: Loaded, progress: Callable[[in
 
 
 def predict(
-    cfg: Config, inputs: Inputs, loaded: Loaded, progress: Callable[[int], None]
+    cfg: Config,
+    inputs: Inputs,
+    loaded: Loaded,
+    progress: Callable[[int], None],
+    stream: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
+    """Continue each prompt; with `stream` and one prompt, write the prompt, then the completion as it
+    is generated, then a newline (what `shown` would print once done)."""
     from ptft_cli.inference import generate
 
     prompts, ids = inputs.data
+    one = stream if len(prompts) == 1 else None
+    settings = lm.generation_settings(cfg)
+    if one is not None:
+        one(prompts[0])
     try:
-        rows = generate(loaded.model, loaded.tokenizer, prompts, lm.generation_settings(cfg), progress)
+        rows = generate(loaded.model, loaded.tokenizer, prompts, settings, progress, one)
     except ValueError as e:
         raise DataError(str(e), where=cfg.predict.input or "--prompt", key="predict") from None
+    finally:
+        if one is not None:
+            one("\n")  # ends the line even when generation fails, so an error starts on its own
     return [{"id": i, **row} for i, row in zip(ids, rows)]
 
 

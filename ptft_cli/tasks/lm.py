@@ -278,7 +278,15 @@ def generation_settings(cfg: Config) -> Any:
 
     p = cfg.predict
     return Generation(
-        p.max_new_tokens, p.do_sample, p.temperature, p.top_k, p.top_p, cfg.training.eval_batch_size, cfg.seed
+        max_new_tokens=p.max_new_tokens,
+        do_sample=p.do_sample,
+        temperature=p.temperature,
+        top_k=p.top_k,
+        top_p=p.top_p,
+        batch_size=cfg.training.eval_batch_size,
+        seed=cfg.seed,
+        repetition_penalty=p.repetition_penalty,
+        stop=tuple(p.stop),
     )
 
 

@@ -156,7 +156,11 @@ def evaluate(cfg: Config, inputs: Inputs, loaded: Loaded, progress: Callable[[in
 
 
 def predict(
-    cfg: Config, inputs: Inputs, loaded: Loaded, progress: Callable[[int], None]
+    cfg: Config,
+    inputs: Inputs,
+    loaded: Loaded,
+    progress: Callable[[int], None],
+    stream: Callable[[str], None] | None = None,  # not used: nothing to stream
 ) -> list[dict[str, Any]]:
     return lm.fill_mask(cfg, inputs, loaded, progress)
 

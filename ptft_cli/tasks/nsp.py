@@ -114,7 +114,11 @@ def training_data(cfg: Config, inputs: Inputs, tokenizer: Any, hw: Hardware) -> 
 
 
 def predict(
-    cfg: Config, inputs: Inputs, loaded: Loaded, progress: Callable[[int], None]
+    cfg: Config,
+    inputs: Inputs,
+    loaded: Loaded,
+    progress: Callable[[int], None],
+    stream: Callable[[str], None] | None = None,  # not used: nothing to stream
 ) -> list[dict[str, Any]]:
     return lm.fill_mask(cfg, inputs, loaded, progress)
 
