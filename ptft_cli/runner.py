@@ -672,8 +672,12 @@ def chat(cfg: Config, ask: Any) -> int:
                 break
             del history[bool(cfg.sft.system) : bool(cfg.sft.system) + 2]
             prompt = sft_data.generation_prompt(history, loaded.tokenizer, options)
-        (row,) = generate(loaded.model, loaded.tokenizer, [prompt], settings)
-        console.console.print(row["completion"].strip(), markup=False, highlight=False)
+        stream = console.text_stream()  # a terminal sees the reply as it is generated
+        (row,) = generate(loaded.model, loaded.tokenizer, [prompt], settings, None, stream)
+        if stream is not None:
+            stream("\n")
+        else:
+            console.console.print(row["completion"].strip(), markup=False, highlight=False)
         history.append({"role": "assistant", "content": row["completion"].strip()})
         replies += 1
     return replies

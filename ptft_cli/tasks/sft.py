@@ -453,17 +453,27 @@ def prediction_inputs(cfg: Config) -> Inputs:
 
 
 def predict(
-    cfg: Config, inputs: Inputs, loaded: Loaded, progress: Callable[[int], None]
+    cfg: Config,
+    inputs: Inputs,
+    loaded: Loaded,
+    progress: Callable[[int], None],
+    stream: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
+    """Replies to each conversation, rendered as training rendered it; with `stream` and one
+    conversation, the reply is written as it is generated."""
     from ptft_cli.inference import generate
 
     chats, ids = inputs.data
     opts = options(cfg)
+    one = stream if len(chats) == 1 else None
     try:
         prompts = [sft_data.generation_prompt(c, loaded.tokenizer, opts) for c in chats]
-        rows = generate(loaded.model, loaded.tokenizer, prompts, lm.generation_settings(cfg), progress)
+        rows = generate(loaded.model, loaded.tokenizer, prompts, lm.generation_settings(cfg), progress, one)
     except (ValueError, PtftError) as e:
         raise DataError(str(e), where=cfg.predict.input or "--prompt", key="predict") from None
+    finally:
+        if one is not None:
+            one("\n")
     return [
         {"id": i, "prompt": c[-1]["content"], **{k: v for k, v in row.items() if k != "prompt"}}
         for i, c, row in zip(ids, chats, rows)
