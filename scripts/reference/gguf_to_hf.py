@@ -13,9 +13,10 @@ FOLDER_OR_FILE is a .gguf file, or a folder holding exactly one. The package's f
 
 What it does:
 1. `AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=float32)` dequantises every
-   tensor (Q4_1 blocks: fp16 scale and minimum, 4-bit codes) into fp32. The weights are kept in fp32
-   because the dequantised values d*q+m are not exactly representable in bf16; fp32 keeps them as
-   llama.cpp would compute them.
+   tensor into fp32. This file holds 210 Q4_1 matrices (blocks of 32 4-bit codes with an fp16 scale
+   and minimum), the token embedding (tied to lm_head) in Q8_0 and 61 F32 norm vectors. The weights
+   are kept in fp32 because the dequantised values d*q+m are not exactly representable in bf16.
+   (Note: fine-tuning starts from this 4-bit-quantised model, not from the original bf16 release.)
 2. `save_pretrained` refuses that model (its config carries a GGUF `quantization_config`), so a fresh
    model is built from the same config with `quantization_config` dropped, the state dict is loaded into
    it strictly (tied embedding / lm_head included) and that one is saved.

@@ -19,9 +19,10 @@ default system turn when the first message is not a system message, so a trainin
 token for token:
     <|im_start|>system\\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\\n
     <|im_start|>user\\n{question}<|im_end|>\\n<|im_start|>assistant\\n{answer}<|im_end|>\\n
-Sequences longer than --max-length are cut at the end (TRL's only truncation mode, `keep_start`).
-TRL shuffles the rows again each epoch with the Trainer's RandomSampler (seeded with --seed). So ptft
-sees the same rows but not in the same batch order. Batches are padded to their longest sequence.
+Sequences longer than --max-length are cut at the end (TRL's default `truncation_mode="keep_start"`;
+`keep_end` is deprecated). The Trainer's RandomSampler, seeded with --seed, shuffles the rows again each
+epoch. So ptft sees the same rows but not in the same batch order. Batches are padded to their longest
+sequence (no packing).
 
 Loss: on the completion only. In trl 1.16, `completion_only_loss=None` (the default) means "on the
 completion for prompt-completion datasets". `SFTTrainer._prepare_dataset` tokenizes the prompt
