@@ -86,25 +86,6 @@ def merged_state_dict(model: Any) -> dict[str, Any]:
     return out
 
 
-def merged_model(model: Any) -> tuple[Any, dict[str, Any] | None]:
-    """(a model to `save_pretrained`, the state dict to save with it) for the merged model/. A 4-bit
-    base cannot save full weights: they go into a model built from its config, in bf16."""
-    weights = merged_state_dict(model)
-    base = model.get_base_model()
-    if not getattr(base, "is_loaded_in_4bit", False):
-        return base, weights
-    import copy
-
-    import torch
-
-    config = copy.deepcopy(base.config)  # the live model keeps its own
-    config.quantization_config = None
-    del config.quantization_config
-    plain = type(base)._from_config(config, torch_dtype=torch.bfloat16)
-    plain.load_state_dict({k: v.to("cpu", torch.bfloat16) for k, v in weights.items()}, strict=False)
-    return plain, None
-
-
 def _four_bit(module: Any) -> bool:
     return type(getattr(module, "weight", None)).__name__ == "Params4bit"
 

@@ -597,6 +597,27 @@ def build(cfg: Config, head: Head, tokenizer: Any, attn: str) -> tuple[Any, str]
     return model, description
 
 
+def merged(model: Any) -> tuple[Any, dict[str, Any] | None]:
+    """A LoRA model's merged form for model/: (a model to `save_pretrained`, the state dict to save
+    with it). A 4-bit base cannot hold full weights: they go into a bf16 model built from its config."""
+    from ptft_cli import lora
+
+    weights = lora.merged_state_dict(model)
+    base = model.get_base_model()
+    if not getattr(base, "is_loaded_in_4bit", False):
+        return base, weights
+    import copy
+
+    import torch
+
+    config = copy.deepcopy(base.config)  # the live model keeps its own
+    config.quantization_config = None
+    del config.quantization_config
+    plain = type(base)._from_config(config, torch_dtype=torch.bfloat16)
+    plain.load_state_dict({k: v.to("cpu", torch.bfloat16) for k, v in weights.items()}, strict=False)
+    return plain, None
+
+
 def _plain(cls: Any, loaded: Any, attn: str) -> Any:
     """A GGUF-loaded model's weights in a model built from its config: what `save_pretrained`
     accepts (it refuses a model that still says it came from a quantised file)."""

@@ -245,7 +245,7 @@ def _train_and_finish(s: _Session, data: Any, plan: Any, state: Any) -> dict[str
     def save_model() -> None:
         weights, plain = s.replica.full_state(), snap.model
         if lora.is_peft(snap.model):  # model/ is the merged model; adapter/ the adapters alone
-            plain, weights = lora.merged_model(snap.model)
+            plain, weights = models.merged(snap.model)
         with distributed.agreeing(world):
             if world.main:
                 checkpoint.save_pretrained(plain, snap.tokenizer, run.model_dir, weights)

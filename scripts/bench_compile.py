@@ -26,7 +26,16 @@ CONFIG = ROOT / "configs" / "pretrain" / "shakespeare_char.yaml"
 
 def run(work: Path, name: str, args: argparse.Namespace, compile_: bool, cache: Path) -> dict:
     out = work / name
-    cmd = [sys.executable, "-m", "ptft_cli", "pretrain", "--config", str(CONFIG), "--set", f"output_dir={out}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ptft_cli",
+        "pretrain",
+        "--config",
+        str(CONFIG),
+        "--set",
+        f"output_dir={out}",
+    ]
     for o in (
         f"data.train={args.data}",
         f"data.cache_dir={work / 'token-cache'}",

@@ -94,7 +94,9 @@ training:
         encoding="utf-8",
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    subprocess.run([sys.executable, "-m", "ptft_cli", "pretrain", "--config", str(config)], check=True, env=env)
+    subprocess.run(
+        [sys.executable, "-m", "ptft_cli", "pretrain", "--config", str(config)], check=True, env=env
+    )
     windows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     steady = [r for r in windows if "tokens_per_s" in r][2:]
     results = json.loads((out / "results.json").read_text())

@@ -87,9 +87,10 @@ training:
 
 
 def run_trl(work: Path, model: Path, train: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """`train` is the whole GSM8K file: the reference selects the same rows by the same rule."""
     out = work / "trl"
     cmd = [sys.executable, str(ROOT / "scripts" / "reference" / "trl_sft.py"), "--model", str(model)]
-    cmd += ["--train", str(train), "--rows", str(args.rows), "--output", str(out), "--already-selected"]
+    cmd += ["--train", str(train), "--rows", str(args.rows), "--output", str(out), "--lr", "2e-4"]
     subprocess.run(cmd, check=True)
     result = json.loads((out / "result.json").read_text())
     return {"train_seconds": result["train_seconds"], "model": out / "model"}
@@ -105,7 +106,7 @@ def score(model_dir: Path, test: list[dict[str, Any]]) -> dict[str, Any]:
 
     torch.manual_seed(0)
     tok = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     template = sft.Template(("{question}",), "{answer}")
     table = files.Table("test.jsonl", test[:50], list(range(1, 51)))
     examples, _ = sft.encode_table(table, template, tok, sft.SftOptions(384))
@@ -164,7 +165,7 @@ def main() -> None:
             result = json.loads((args.skip_trl / "result.json").read_text())
             trl = {"train_seconds": result["train_seconds"], "model": args.skip_trl / "model"}
         else:
-            trl = run_trl(work, model, train, args)
+            trl = run_trl(work, model, args.data / "train.jsonl", args)
         scores = {name: score(r["model"], test) for name, r in (("ptft", ptft), ("trl", trl))}
         trainable = json.loads((work / "ptft" / "results.json").read_text())["parameters"]["trainable"]
     print(f"\nLoRA SFT of SmolLM2-135M-Instruct, {args.rows} GSM8K rows, 1 epoch, batch 8, this machine")
