@@ -54,7 +54,10 @@ def train(cfg: Config, command: str, opts: RunOptions) -> dict[str, Any]:
     world = distributed.join(cfg.device, cfg.distributed.timeout_minutes, cfg.distributed.strategy)
     console.quiet(not world.main)
     try:
-        return _train(cfg, command, opts, world)
+        results = _train(cfg, command, opts, world)
+        # every process leaves together: none tears the group down while rank 0 still writes
+        world.barrier()
+        return results
     finally:
         distributed.leave(world)
 
