@@ -173,6 +173,25 @@ def test_streaming_epoch_rolls_over_and_the_stream_position_is_saved(cli, corpus
     assert mid and all(s["stream"]["cursor"] is not None or s["stream"]["draining"] for s in mid)
 
 
+def sigkill_mid_run(argv: list[str], run: Path, pause: float) -> None:
+    """Start `ptft ARGV...` in a new process and `kill -9` it `pause` seconds after its first
+    checkpoint appears in `run` (somewhere in the middle of the run)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ptft_cli", *argv],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    checkpoints = run / "checkpoints"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (checkpoints.is_dir() and any(checkpoints.glob("step-*"))):
+        time.sleep(0.02)
+    time.sleep(pause)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
 def test_sigkill_of_a_real_process_resumes_exactly(cli, corpus_dir, tmp_path: Path) -> None:
     """`kill -9` while the run trains and saves every 3 steps; `--resume auto` finishes it exactly."""
     config = clm_config(tmp_path)
@@ -187,20 +206,7 @@ def test_sigkill_of_a_real_process_resumes_exactly(cli, corpus_dir, tmp_path: Pa
     result = cli("pretrain", "--config", config, *common, "--set", f"output_dir={tmp_path / 'whole'}")
     assert result.exit_code == 0, result.output
 
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ptft_cli", "pretrain", "--config", str(config), *common],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    checkpoints = tmp_path / "run" / "checkpoints"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not (checkpoints.is_dir() and any(checkpoints.glob("step-*"))):
-        time.sleep(0.02)
-    time.sleep(0.3)  # somewhere in the middle of the run
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    sigkill_mid_run(["pretrain", "--config", str(config), *common], tmp_path / "run", pause=0.3)
     results_before = (tmp_path / "run" / "results.json").exists()
     result = cli("pretrain", "--config", config, *common, "--resume", "auto")
     assert result.exit_code == 0, result.output

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from ptft_cli.data import sft as sft_data
-from tests.test_resume import assert_same_run
+from tests.test_resume import assert_same_run, sigkill_mid_run
 
 CHATML = (
     "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
@@ -197,31 +197,12 @@ def test_predict_continues_prompts_with_the_chat_template(cli, sft_config, tmp_p
 def test_a_lora_run_killed_with_sigkill_resumes_bit_identical(cli, sft_config, tmp_path: Path) -> None:
     """`kill -9` of a real LoRA SFT process mid-run; `--resume auto` ends with the uninterrupted
     run's adapters, merged weights and metrics records, bit for bit."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
     config = sft_config("", name="sft.yaml")
     common = ["--set", "training.max_steps=48", "--set", "training.save_every=3", "--set", "lora.dropout=0.1"]
     common += ["--set", "training.eval_every=24"]
     whole = cli("finetune", "--config", config, *common, "--set", f"output_dir={tmp_path / 'whole'}")
     assert whole.exit_code == 0, whole.output
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ptft_cli", "finetune", "--config", str(config), *common],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    checkpoints = tmp_path / "run" / "checkpoints"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (checkpoints.is_dir() and any(checkpoints.glob("step-*"))):
-        time.sleep(0.02)
-    time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    sigkill_mid_run(["finetune", "--config", str(config), *common], tmp_path / "run", pause=0.2)
     assert not (tmp_path / "run" / "results.json").exists(), "the run finished before the kill: kill earlier"
     again = cli("finetune", "--config", config, *common, "--resume", "auto")
     assert again.exit_code == 0, again.output

@@ -178,7 +178,7 @@ class Template:
         if self.messages is not None:
             chat = _chat(get_field(record, self.messages, where), self.messages, where)
             return chat if chat[0]["role"] == "system" else system + chat
-        prompt = _choose_prompt(self.prompt, record, where)
+        prompt = choose_prompt(self.prompt, record, where)
         response = _render(self.response or "", record, where, response=True)
         if not response.strip():
             raise DataError(
@@ -231,7 +231,7 @@ def _render(fmt: str, record: dict[str, Any], where: str, *, response: bool = Fa
     return _PLACEHOLDER.sub(sub, fmt)
 
 
-def _choose_prompt(alternatives: tuple[str, ...], record: dict[str, Any], where: str) -> str:
+def choose_prompt(alternatives: tuple[str, ...], record: dict[str, Any], where: str) -> str:
     for fmt in alternatives[:-1]:
         values = [_render(f"{{{p}}}", record, where) for p in placeholders(fmt)]
         if all(v.strip() for v in values):

@@ -447,7 +447,7 @@ def prediction_inputs(cfg: Config) -> Inputs:
         if tpl.messages is not None:
             chats.append(tpl.conversation(record, table.where(i)))
         else:
-            prompt = sft_data._choose_prompt(tpl.prompt, record, table.where(i))
+            prompt = sft_data.choose_prompt(tpl.prompt, record, table.where(i))
             chats.append([*system, {"role": "user", "content": prompt}])
     return Inputs((chats, table.lines), [("input", f"{len(chats):,} records from {p.input}")])
 
