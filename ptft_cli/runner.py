@@ -128,7 +128,7 @@ def _train(cfg: Config, command: str, opts: RunOptions, world: Any) -> dict[str,
     # 3. Several processes: DDP or FSDP2 (collectives: every process gets here); compile; optimizer
     #    and schedule. A resumed run restores them and its loop state.
     replica = distributed.wrap(model, world, cfg.distributed.strategy, hw.precision)
-    if t.compile:
+    if t.compile and not (t.compile_scope == "blocks" and models.compile_blocks(model)):
         replica.forward = torch.compile(replica.forward)
     optimizer = optim.adamw(model, t, hw.device)
     scaler = torch.amp.GradScaler("cuda") if hw.needs_grad_scaler else None

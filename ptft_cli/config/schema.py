@@ -328,6 +328,12 @@ class TrainingConfig:
         "`torch.compile` the model's training forward and backward (the first steps take longer to compile).",
         resume_safe=True,
     )
+    compile_scope: Literal["blocks", "model"] = opt(
+        "blocks",
+        "What `compile` compiles: each transformer block (compiled once, reused by every block of the same "
+        "shape: a fraction of the compile time) or the whole model (fuses across blocks, compiles longest).",
+        resume_safe=True,
+    )
     gradient_checkpointing: bool = opt(
         False,
         "Recompute activations in the backward pass: much less memory for about a third more compute.",
