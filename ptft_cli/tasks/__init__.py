@@ -141,3 +141,17 @@ def get(cfg: Config, command: str | None = None) -> Task:
     if problems:
         raise ConfigError.many(problems)
     return task  # type: ignore[return-value]
+
+
+def explainable(cfg: Config) -> Task:
+    """The configured task, if `ptft explain` can explain it (it defines `explanation_inputs`)."""
+    task = get(cfg)
+    if not hasattr(task, "explanation_inputs"):
+        takes = [name for name, t in _registry().items() if hasattr(t, "explanation_inputs")]
+        raise ConfigError(
+            f"`ptft explain` explains classifiers, not task {cfg.task!r}",
+            where=cfg.where("task"),
+            key="task",
+            hint=f"`ptft explain` takes task: {' | '.join(takes)}",
+        )
+    return task
