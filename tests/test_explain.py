@@ -272,3 +272,21 @@ def test_group_by_a_missing_column_is_one_line_before_anything_is_written(
     line = next(ln for ln in result.output.splitlines() if ln.startswith("error:"))
     assert "validation.csv" in line and "'region'" in line and "text, label, source" in line, line
     assert "Traceback" not in result.output and not out.exists()
+
+
+def test_group_report_golden_values() -> None:
+    from ptft_cli.tasks.classification import group_report
+
+    r = group_report([0, 0, 1, 1, 0, 1], [0, 1, 1, 1, 0, 0], ["a", "a", "a", "a", "b", "b"], ["neg", "pos"])
+    assert r["per_group"]["a"] == pytest.approx(
+        {"accuracy": 0.75, "macro_f1": (2 / 3 + 0.8) / 2, "support": 4}
+    )
+    assert r["per_group"]["b"] == pytest.approx({"accuracy": 0.5, "macro_f1": 1 / 3, "support": 2})
+    assert r["group_accuracy_gap"] == pytest.approx(0.25)
+    assert r["group_macro_f1_gap"] == pytest.approx((2 / 3 + 0.8) / 2 - 1 / 3)
+    assert r["group_accuracy_range"] == {"lowest": "b", "highest": "a"}
+
+
+def test_group_by_is_refused_for_tasks_without_labels(trained: Path) -> None:
+    result = ptft("evaluate", "--config", trained, "--set", "task=clm", "--set", "evaluate.group_by=source")
+    assert result.exit_code == 2 and "evaluate.group_by" in result.output and "Traceback" not in result.output

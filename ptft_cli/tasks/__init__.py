@@ -138,6 +138,15 @@ def get(cfg: Config, command: str | None = None) -> Task:
                 hint=f"allowed: {', '.join(task.METRICS)}",
             )
         )
+    if cfg.evaluate.group_by is not None and not hasattr(task, "group_report"):
+        problems.append(
+            ConfigError(
+                f"task {task.NAME} has no per-group metrics",
+                where=cfg.where("evaluate.group_by"),
+                key="evaluate.group_by",
+                hint="evaluate.group_by is for classification; remove it",
+            )
+        )
     if problems:
         raise ConfigError.many(problems)
     return task  # type: ignore[return-value]
