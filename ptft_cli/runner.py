@@ -675,6 +675,10 @@ def explain(cfg: Config) -> Path:
         cfg.explain.input or cfg.predict.input or "": "also the input",
         str(cfg.source): "the config",
     }
+    for value in (cfg.data.train, cfg.data.validation, cfg.evaluate.data):
+        for pattern in [value] if isinstance(value, str) else value or []:
+            for path in glob.glob(pattern, recursive=True) or [pattern]:
+                protected[path] = "a data file of this config"
     checkpoint.check_output_file(out, out_key, cfg.where(out_key), protected)
     if page.exists() and not explain_page.is_ours(page):
         raise RunDirError(
