@@ -290,3 +290,30 @@ def test_group_report_golden_values() -> None:
 def test_group_by_is_refused_for_tasks_without_labels(trained: Path) -> None:
     result = ptft("evaluate", "--config", trained, "--set", "task=clm", "--set", "evaluate.group_by=source")
     assert result.exit_code == 2 and "evaluate.group_by" in result.output and "Traceback" not in result.output
+
+
+def test_group_by_on_the_rows_a_run_held_out(trained: Path, tmp_path: Path) -> None:
+    """No validation file: evaluate scores the rows split.json names, grouped by the training file's column."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained.parent / "run", run)
+    train = tmp_path / "train.csv"
+    rows = make_sentences(20, seed=5)
+    train.write_text(
+        "text,label,source\n" + "".join(f"{t},{y},{'ab'[i % 2]}\n" for i, (t, y) in enumerate(rows))
+    )
+    held = [0, 1, 2, 4, 7]
+    split = {"data": str(train), "bytes": train.stat().st_size, "validation_fraction": 0.25, "rows": held}
+    (run / "split.json").write_text(json.dumps(split))
+    common = ["--set", f"output_dir={run}", "--set", f"data.train={train}", "--set", "data.validation=null"]
+    result = ptft("evaluate", "--config", trained, *common, "--set", "evaluate.group_by=source")
+    assert result.exit_code == 0, result.output
+    m = json.loads((run / "eval" / "metrics.json").read_text())
+    assert m["examples"] == 5 and {g: v["support"] for g, v in m["per_group"].items()} == {"a": 3, "b": 2}
+    shutil.rmtree(run / "eval")
+    result = ptft("evaluate", "--config", trained, *common, "--set", "evaluate.group_by=region")
+    assert result.exit_code == 2 and "train.csv" in result.output and "'region'" in result.output, (
+        result.output
+    )
+    assert not (run / "eval").exists()
