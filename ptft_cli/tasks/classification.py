@@ -462,17 +462,14 @@ def evaluation_inputs(cfg: Config, run: RunDir, model_ref: str) -> Inputs:
         examples = read_labelled(cfg, key, names) if names else None
         source = cfg.evaluate.data or cfg.data.validation
         if examples is None and cfg.evaluate.group_by:  # the group column is checked before loading
-            _check_groups(cfg, key)
+            _check_groups(cfg, getattr(getattr(cfg, key.split(".")[0]), key.split(".")[1]), key)
         if key == "data.validation" and examples is not None:
             examples = _first(examples, cfg.data.max_eval_samples)
         return Inputs((key, examples), [("data", f"{source}")])
     if run.split_json.is_file():
         split = json.loads(run.split_json.read_text(encoding="utf-8"))
         if cfg.evaluate.group_by:
-            data_io.require_file(split["data"], "data.train", cfg.where("data.train"))
-            groups_of(
-                cfg, data_io.read_table(split["data"], cfg.data.format, text_column=cfg.data.text_column)
-            )
+            _check_groups(cfg, split["data"], "data.train")
         return Inputs(("split", split), [("data", f"rows held out of {split['data']}")])
     raise ConfigError(
         "no labelled data to evaluate on",
@@ -482,9 +479,8 @@ def evaluation_inputs(cfg: Config, run: RunDir, model_ref: str) -> Inputs:
     )
 
 
-def _check_groups(cfg: Config, key: str) -> None:
-    section, name = key.split(".")
-    path = getattr(getattr(cfg, section), name)
+def _check_groups(cfg: Config, path: str, key: str) -> None:
+    """The evaluation file `path` (named by config `key`) has the evaluate.group_by column."""
     data_io.require_file(path, key, cfg.where(key))
     groups_of(cfg, data_io.read_table(path, cfg.data.format, text_column=cfg.data.text_column))
 
