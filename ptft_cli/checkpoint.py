@@ -11,6 +11,8 @@
       checkpoints/step-N/  a resumable checkpoint (see `save_checkpoint`)
       eval/                `ptft evaluate`: metrics.json, confusion_matrix.png
       predictions.jsonl    `ptft predict` (unless --output says otherwise)
+      explanations.jsonl   `ptft explain`: per-token attributions (unless --output says otherwise)
+      explanations.html    the same as a self-contained page (beside the .jsonl)
 
 Every file is written to a temporary name and renamed into place, so a kill at any moment leaves
 the previous version intact. A checkpoint becomes visible only once complete (its `checkpoint.json`
@@ -66,6 +68,7 @@ class RunDir:
     checkpoints_dir = property(lambda self: self.path / "checkpoints")
     eval_dir = property(lambda self: self.path / "eval")
     predictions = property(lambda self: self.path / "predictions.jsonl")
+    explanations = property(lambda self: self.path / "explanations.jsonl")
 
     def holds_run(self) -> bool:
         """A ptft run: the marker only ptft writes (or, for older runs, a config.yaml ptft wrote)."""

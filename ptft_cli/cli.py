@@ -282,6 +282,33 @@ def predict(
 
 
 @app.command()
+def explain(
+    config: ConfigOpt,
+    set_: SetOpt = None,
+    input: Annotated[
+        Path | None,
+        typer.Option("--input", "-i", help="Texts to explain (sets explain.input; default predict.input)."),
+    ] = None,
+    text: Annotated[
+        str | None, typer.Option("--text", "-t", help="One text to explain (sets explain.text).")
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="The explanations .jsonl; the .html goes beside it."),
+    ] = None,
+) -> None:
+    """Why a classifier chose its labels: per-token Integrated Gradients and attention rollout (jsonl, html)."""
+    from ptft_cli import runner
+
+    values = {
+        "explain.text": ("--text", text),
+        "explain.input": ("--input", os.path.abspath(input.expanduser()) if input else None),
+        "explain.output": ("--output", os.path.abspath(output.expanduser()) if output else None),
+    }
+    _run(config, set_, runner.explain, values)
+
+
+@app.command()
 def chat(config: ConfigOpt, set_: SetOpt = None) -> None:
     """Talk to a trained chat model (task sft, or any model with a chat template) in the terminal."""
     from ptft_cli import runner

@@ -91,6 +91,15 @@ def per_class_table(report: dict[str, dict[str, float]]) -> None:
     console.print(table)
 
 
+def per_group_table(column: str, report: dict[str, dict[str, Any]]) -> None:
+    table = Table(title=f"per group ({column})", title_justify="left", min_width=50)
+    for col in ("group", "accuracy", "macro_f1", "support"):
+        table.add_column(col, justify="left" if col == "group" else "right")
+    for group, row in report.items():
+        table.add_row(Text(group), f"{row['accuracy']:.4f}", f"{row['macro_f1']:.4f}", str(row["support"]))
+    console.print(table)
+
+
 def count(n: int) -> str:
     """Human-readable count: 22.7M, 4,000."""
     if n >= 1_000_000:

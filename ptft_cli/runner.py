@@ -547,7 +547,9 @@ def trained_model(cfg: Config, explicit: str | None, key: str) -> str:
     return str(run.model_dir)
 
 
-def _load(cfg: Config, task: Any, ref: str, key: str) -> tasks.Loaded:
+def _load(cfg: Config, task: Any, ref: str, key: str, attn: str | None = None) -> tasks.Loaded:
+    """The trained model and its tokenizer on the configured device (`attn`: an attention kernel
+    that overrides the config's, e.g. eager to return attention weights)."""
     from ptft_cli import hardware
 
     hw = hardware.resolve(cfg.device, cfg.precision, training=False, where=cfg.where("device"))
@@ -556,7 +558,9 @@ def _load(cfg: Config, task: Any, ref: str, key: str) -> tasks.Loaded:
     tokenizer = models.load_tokenizer(
         cfg.tokenizer.name_or_path or ref, cfg.model, tok_key, cfg.where(tok_key)
     )
-    attn = hardware.attn_implementation(cfg.model.attn_implementation, hw.device, cfg.tokenizer.max_length)
+    attn = attn or hardware.attn_implementation(
+        cfg.model.attn_implementation, hw.device, cfg.tokenizer.max_length
+    )
     head = task.head(cfg, None)
     model = models.load_trained(cfg, head, ref, key, attn).to(hw.device)
     if head.pads:
@@ -599,6 +603,8 @@ def evaluate(cfg: Config) -> dict[str, Any]:
     console.metrics_table(f"evaluate · {Path(str(metrics['data'])).name}", headline)
     if "per_class" in metrics:
         console.per_class_table(metrics["per_class"])
+    if "per_group" in metrics:
+        console.per_group_table(str(metrics["group_by"]), metrics["per_group"])
     console.info(f"metrics written to {out_dir / 'metrics.json'}")
     return metrics
 
@@ -640,6 +646,71 @@ def predict(cfg: Config) -> Path:
     console.info(
         f"{len(rows):,} predictions in {seconds:.1f}s ({rate:,.0f}/s, {loaded.hw.precision}) → {out}"
     )
+    return out
+
+
+def explain(cfg: Config) -> Path:
+    """Per-token attributions (Integrated Gradients, attention rollout) of a classifier's predictions,
+    written as explanations.jsonl and a self-contained explanations.html beside it."""
+    from ptft_cli import attribution, explain_page
+
+    task = tasks.explainable(cfg)
+    problems = attribution.check(cfg)
+    if problems:
+        raise ConfigError.many(problems)
+    key = "explain.model" if cfg.explain.model else "output_dir"
+    ref = trained_model(cfg, cfg.explain.model, "explain.model")
+    inputs = task.explanation_inputs(cfg)  # type: ignore[attr-defined]
+    out = Path(cfg.explain.output or RunDir(cfg.output_dir).explanations)
+    out_key = "explain.output" if cfg.explain.output else "output_dir"
+    if out.suffix.lower() != ".jsonl":
+        raise ConfigError(
+            f"explanations are written as .jsonl (and .html beside it), not {out.suffix or '(no extension)'}",
+            where=cfg.where(out_key),
+            key=out_key,
+            hint="name a .jsonl file, e.g. explanations.jsonl",
+        )
+    page = out.with_suffix(".html")
+    protected = {
+        cfg.explain.input or cfg.predict.input or "": "also the input",
+        str(cfg.source): "the config",
+    }
+    for value in (cfg.data.train, cfg.data.validation, cfg.evaluate.data):
+        for pattern in [value] if isinstance(value, str) else value or []:
+            for path in glob.glob(pattern, recursive=True) or [pattern]:
+                protected[path] = "a data file of this config"
+    checkpoint.check_output_file(out, out_key, cfg.where(out_key), protected)
+    if page.exists() and not explain_page.is_ours(page):
+        raise RunDirError(
+            f"{page} exists and is not a page ptft explain wrote",
+            where=cfg.where(out_key),
+            key=out_key,
+            hint="choose another output name; ptft replaces only its own explanation pages",
+        )
+    loaded = _load(cfg, task, ref, key, attn="eager")  # eager: the only kernel that returns attentions
+    attribution.check_tokenizer(cfg, loaded.tokenizer)
+
+    s = attribution.settings(cfg)
+    started = time.perf_counter()
+    with console.counting_progress("explain") as advance:
+        rows = attribution.explain(loaded.model, loaded.tokenizer, inputs.data, s, advance)
+    seconds = time.perf_counter() - started
+    checkpoint.write_predictions(out, rows)
+    title = f"ptft explain · {Path(ref).name} · {len(rows)} text{'s' if len(rows) != 1 else ''}"
+    checkpoint.atomic_write_text(page, explain_page.page(rows, s.methods, title))
+    summary = [("model", ref), *inputs.summary, ("methods", ", ".join(s.methods))]
+    if attribution.IG in s.methods and rows:
+        deltas = [abs(r["ig_convergence_delta"]) for r in rows]
+        summary.append(
+            (
+                "IG convergence",
+                f"|delta| mean {sum(deltas) / len(deltas):.2e}, max {max(deltas):.2e} "
+                f"({s.steps} steps, {attribution.baseline_token(s.baseline, loaded.tokenizer)} baseline)",
+            )
+        )
+    summary.append(("time", f"{seconds:.1f}s ({len(rows) / max(seconds, 1e-9):.1f} texts/s)"))
+    console.key_values("explain", summary)
+    console.info(f"explanations written to {out} and {page}")
     return out
 
 

@@ -387,6 +387,11 @@ class EvaluateConfig:
         ge=0,
         le=1_000_000_000,
     )
+    group_by: str | None = opt(
+        None,
+        "Classification: a column of the evaluation data file (e.g. a demographic or a domain); metrics.json "
+        "then also holds accuracy, macro-F1 and support per group, and the largest gap between groups.",
+    )
 
 
 @dataclass
@@ -430,6 +435,47 @@ class PredictConfig:
         'Generation: stop strings, e.g. `["\\n\\n", "Question:"]`: a completion ends before the first one '
         "it contains (finish_reason `stop`); whitespace-only strings count.",
         blank_ok=True,
+    )
+
+
+@dataclass
+class ExplainConfig:
+    model: str | None = opt(None, "Model to explain; null uses `<output_dir>/model`.", model_ref=True)
+    input: str | None = opt(
+        None,
+        "Texts to explain: .txt (one per line), .jsonl or .csv (column `data.text_column`); null: "
+        "`predict.input` (also `--input`).",
+        path=True,
+    )
+    text: str | None = opt(None, "One text to explain instead of a file (also `--text`).")
+    output: str | None = opt(
+        None,
+        "The .jsonl of explanations; the HTML page goes beside it (same name, .html). Null writes "
+        "`<output_dir>/explanations.jsonl` and `.html` (also `--output`).",
+        path=True,
+    )
+    methods: list[Literal["integrated_gradients", "attention_rollout"]] = opt(
+        ["integrated_gradients", "attention_rollout"],
+        "Attributions to compute: Integrated Gradients on the input embeddings towards the predicted "
+        "class's probability (needs captum: pip install 'ptft[explain]') and attention rollout (Abnar & "
+        "Zuidema 2020; the model runs with eager attention to return its attention weights).",
+    )
+    steps: int = opt(
+        50,
+        "Integrated Gradients: interpolation steps between baseline and input (more: smaller "
+        "convergence delta, slower).",
+        ge=2,
+        le=10_000,
+    )
+    baseline: Literal["auto", "mask", "pad", "zeros"] = opt(
+        "auto",
+        "Integrated Gradients' reference input: every non-special token replaced by the mask (or pad) "
+        "token, positions and special tokens kept, so only word identity is attributed; or all-zero "
+        "embeddings. `auto`: mask when the tokenizer has one (an MLM-pretrained encoder learnt it as 'a "
+        "word, unknown'; pad is never attended in training, so its embedding means little), else pad.",
+    )
+    max_examples: int = opt(
+        100, "Explain at most this many texts (the first ones of the input).", ge=1, le=1_000_000
     )
 
 
@@ -546,6 +592,9 @@ class Config:
     )
     predict: PredictConfig = field(
         default_factory=PredictConfig, metadata={"doc": "`ptft predict`.", "resume_safe": True}
+    )
+    explain: ExplainConfig = field(
+        default_factory=ExplainConfig, metadata={"doc": "`ptft explain`.", "resume_safe": True}
     )
 
     # Not schema keys: where the config came from, for error messages and the resolved copy.
