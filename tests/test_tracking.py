@@ -86,11 +86,29 @@ def expected_scalars(records: list[dict[str, Any]]) -> dict[str, dict[int, float
     return out
 
 
+def assert_tensorboard_holds(folder: Path, records: list[dict[str, Any]]) -> set[str]:
+    """TensorBoard's own reader finds exactly the scalars of `records`, each at its step once;
+    returns the image tags."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    expected = expected_scalars(records)
+    acc = EventAccumulator(str(folder), size_guidance={"scalars": 0, "images": 0})
+    acc.Reload()
+    tags = acc.Tags()
+    assert set(tags["scalars"]) == set(expected)
+    for tag, points in expected.items():
+        events = acc.Scalars(tag)
+        logged = {e.step: e.value for e in events}
+        assert len(events) == len(logged) and logged.keys() == points.keys(), (tag, [e.step for e in events])
+        for step, value in points.items():
+            assert math.isclose(logged[step], value, rel_tol=1e-6, abs_tol=1e-9), (tag, step)
+    assert "config/text_summary" in tags["tensors"]  # the resolved config, as text
+    return set(tags["images"])
+
+
 def test_every_record_reaches_tensorboard_wandb_and_mlflow(
     cli, write_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
     wandb, mlflow = FakeWandb(), FakeMlflow()
     monkeypatch.setitem(sys.modules, "wandb", wandb)
     monkeypatch.setitem(sys.modules, "mlflow", mlflow)
@@ -99,7 +117,7 @@ def test_every_record_reaches_tensorboard_wandb_and_mlflow(
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
     config = write_config("logging:\n  report_to: [tensorboard, wandb, mlflow]\n  project: demo\n")
-    result = cli("finetune", "--config", config, *SHORT)
+    result = cli("finetune", "--config", config, *SHORT, "--set", "training.keep_checkpoints=2")
     assert result.exit_code == 0, result.output
     run = tmp_path / "run"
     records = read_jsonl(run / "metrics.jsonl")
@@ -108,19 +126,8 @@ def test_every_record_reaches_tensorboard_wandb_and_mlflow(
     assert len(records) == 6 + 2  # log_every 2 over 12 steps, and 2 evaluations
 
     # TensorBoard: its own reader finds every scalar of metrics.jsonl at its step, and the images
-    events = list((run / "tensorboard").glob("events.out.tfevents.*"))
-    assert len(events) == 1
-    acc = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0, "images": 0})
-    acc.Reload()
-    tags = acc.Tags()
-    assert set(tags["scalars"]) == set(expected)
-    for tag, points in expected.items():
-        logged = {e.step: e.value for e in acc.Scalars(tag)}
-        assert logged.keys() == points.keys(), tag
-        for step, value in points.items():
-            assert math.isclose(logged[step], value, rel_tol=1e-6, abs_tol=1e-9), (tag, step)
-    assert {"loss", "eval/confusion_matrix"} <= set(tags["images"])
-    assert "config/text_summary" in tags["tensors"]  # the resolved config, as text
+    assert len(list((run / "tensorboard").glob("events.out.tfevents.*"))) == 1
+    assert {"loss", "eval/confusion_matrix"} <= assert_tensorboard_holds(run / "tensorboard", records)
 
     # W&B: one offline run (no credentials here) with the resolved config; the same scalars
     (name, init), *rest = wandb.calls
@@ -153,6 +160,19 @@ def test_every_record_reaches_tensorboard_wandb_and_mlflow(
     artifacts = [call[0][0] for kind, call in mlflow.calls if kind == "log_artifact"]
     assert artifacts[0] == str(run / "config.yaml") and str(run / "loss.png") in artifacts
     assert any(a.endswith("confusion_matrix.png") for a in artifacts)
+
+    # Resumed from the step-6 checkpoint, the run rewrites steps 8-12: TensorBoard shows each step
+    # once, with the values of the new metrics.jsonl
+    first_steps = [r["step"] for r in records]
+    result = cli(
+        "finetune", "--config", config, *SHORT, "--set", "logging.report_to=[tensorboard]",
+        "--resume", run / "checkpoints" / "step-00000006",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    records = read_jsonl(run / "metrics.jsonl")
+    assert [r["step"] for r in records] == first_steps == [2, 4, 6, 6, 8, 10, 12, 12]
+    assert len(list((run / "tensorboard").glob("events.out.tfevents.*"))) == 2
+    assert_tensorboard_holds(run / "tensorboard", records)
 
 
 def test_missing_tracker_is_one_line_naming_pip_and_nothing_is_written(
