@@ -193,11 +193,28 @@ def test_missing_tracker_is_one_line_naming_pip_and_nothing_is_written(
         assert not (tmp_path / "run").exists()
 
 
-def test_bad_report_to_value_is_a_config_error(cli, write_config) -> None:
-    result = cli("validate", "--config", write_config("logging:\n  report_to: [tensorbord]\n"))
-    assert result.exit_code == 2
-    assert "logging.report_to: 'tensorbord' is not one of tensorboard, wandb, mlflow" in result.output
-    assert "did you mean 'tensorboard'" in result.output
+@pytest.mark.parametrize(
+    ("yaml", "message"),
+    [
+        (
+            "report_to: [tensorbord]",
+            "logging.report_to: 'tensorbord' is not one of tensorboard, wandb, mlflow (did you mean 'tensorboard'?)",
+        ),
+        (
+            "report_to: tensorboard",
+            "logging.report_to: expected a list of tensorboard | wandb | mlflow, got 'tensorboard'",
+        ),
+        ('project: ""', "logging.project: must not be empty"),
+        ("run_name: [a]", "logging.run_name: expected a string, got ['a']"),
+        ("reportto: [wandb]", "logging.reportto: unknown key; did you mean `logging.report_to`?"),
+    ],
+)
+def test_bad_logging_values_are_one_line_config_errors(cli, write_config, yaml: str, message: str) -> None:
+    config = write_config(f"logging:\n  {yaml}\n")
+    result = cli("finetune", "--config", config)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith(f"error: {config}:") and message in line, line
 
 
 STEP_LINE = re.compile(
@@ -223,7 +240,7 @@ def test_plain_step_lines_come_at_least_every_tenth_of_the_run(cli, write_config
 
 def test_quiet_prints_only_the_summary(cli, write_config) -> None:
     config = write_config()
-    result = cli("finetune", "--config", config, "--quiet", *SHORT)
+    result = cli("finetune", "--config", config, "--quiet", "--set", "training.epochs=1")
     assert result.exit_code == 0, result.output
     out = result.output
     assert not any(line.startswith("step ") for line in out.splitlines()), out
