@@ -6,7 +6,8 @@
       split.json           the validation rows held out of the training file (when a fraction was held out)
       metrics.jsonl        one JSON object per logged step or evaluation
       results.json         final and best metrics when training ends
-      loss.png             training and validation loss by step
+      loss.png             training loss by step, training and validation loss at each evaluation
+      tensorboard/ wandb/ mlruns/   experiment trackers' own files (logging.report_to)
       model/               final model + tokenizer (the best one when training.best_metric is set)
       checkpoints/step-N/  a resumable checkpoint (see `save_checkpoint`)
       eval/                `ptft evaluate`: metrics.json, confusion_matrix.png

@@ -56,6 +56,12 @@ ResumeOpt = Annotated[
         show_default=False,
     ),
 ]
+QuietOpt = Annotated[
+    bool,
+    typer.Option(
+        "--quiet", "-q", help="Print only errors and the final summary (no header, progress or step lines)."
+    ),
+]
 NprocOpt = Annotated[
     int | None,
     typer.Option(
@@ -83,16 +89,18 @@ def _run(
     overrides: list[str] | None,
     action: Callable[[Any], Any],
     values: dict[str, tuple[str, Any]] | None = None,
+    quiet: bool = False,
 ) -> None:
     """Load the config and run `action(cfg)`, turning user errors into exit code 2.
 
     `values` are typed command-line options (`--input PATH`, ...) set on the config as they are,
-    never parsed as YAML."""
+    never parsed as YAML. `quiet`: only errors and the final summary are printed."""
     from ptft_cli import console
     from ptft_cli.distributed import PeerFailed
     from ptft_cli.errors import PtftError
     from ptft_cli.signals import Interrupted
 
+    was_quiet = console.brief(quiet)
     try:
         from ptft_cli import config as config_mod
 
@@ -113,6 +121,8 @@ def _run(
     except KeyboardInterrupt:
         console.error("interrupted")
         raise typer.Exit(130) from None
+    finally:
+        console.brief(was_quiet)  # in-process callers (tests, notebooks) get the setting back
 
 
 def _options(
@@ -162,11 +172,11 @@ def _main(
 
 
 def _train(
-    command: str, config: Path, set_: list[str] | None, flags: tuple[bool, str | None], launch: Any
+    command: str, config: Path, set_: list[str] | None, flags: tuple[bool, str | None, bool], launch: Any
 ) -> None:
     from ptft_cli import runner
 
-    overwrite, resume = flags
+    overwrite, resume, quiet = flags
     opts = _options(command, config, set_, resume, overwrite, launch)
     values = {"resume": ("--resume", _resume_value(resume)), **_launch_values(*launch)}
 
@@ -175,7 +185,7 @@ def _train(
             raise typer.Exit(_launch(cfg))
         getattr(runner, command)(cfg, opts)
 
-    _run(config, set_, action, values)
+    _run(config, set_, action, values, quiet)
 
 
 def _launch_values(nproc: int | None, nnodes: int | None, rdzv: str | None) -> dict[str, tuple[str, Any]]:
@@ -226,9 +236,10 @@ def pretrain(
     nproc: NprocOpt = None,
     nnodes: NnodesOpt = None,
     rdzv_endpoint: RdzvOpt = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Masked-LM or causal-LM pretraining, from scratch or continued from a checkpoint."""
-    _train("pretrain", config, set_, (overwrite, resume), (nproc, nnodes, rdzv_endpoint))
+    _train("pretrain", config, set_, (overwrite, resume, quiet), (nproc, nnodes, rdzv_endpoint))
 
 
 @app.command()
@@ -240,17 +251,18 @@ def finetune(
     nproc: NprocOpt = None,
     nnodes: NnodesOpt = None,
     rdzv_endpoint: RdzvOpt = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Fine-tune a pretrained model: sequence classification, or continued causal-LM training."""
-    _train("finetune", config, set_, (overwrite, resume), (nproc, nnodes, rdzv_endpoint))
+    _train("finetune", config, set_, (overwrite, resume, quiet), (nproc, nnodes, rdzv_endpoint))
 
 
 @app.command()
-def evaluate(config: ConfigOpt, set_: SetOpt = None) -> None:
+def evaluate(config: ConfigOpt, set_: SetOpt = None, quiet: QuietOpt = False) -> None:
     """Metrics of a trained model: accuracy, F1, confusion matrix; loss, perplexity, bits per character."""
     from ptft_cli import runner
 
-    _run(config, set_, runner.evaluate)
+    _run(config, set_, runner.evaluate, quiet=quiet)
 
 
 @app.command()
@@ -269,6 +281,7 @@ def predict(
             "--prompt", "-p", help="Language models: one prompt or masked text (sets predict.prompt)."
         ),
     ] = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Labels and probabilities for a file of texts; text generation or fill-mask for language models."""
     from ptft_cli import runner
@@ -278,7 +291,7 @@ def predict(
         "predict.input": ("--input", os.path.abspath(input.expanduser()) if input else None),
         "predict.output": ("--output", os.path.abspath(output.expanduser()) if output else None),
     }
-    _run(config, set_, runner.predict, values)
+    _run(config, set_, runner.predict, values, quiet)
 
 
 @app.command()

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ptft_cli import checkpoint, console, models, tasks
+from ptft_cli import checkpoint, console, models, tasks, tracking
 from ptft_cli.checkpoint import RunDir
 from ptft_cli.config import Config, dump, resume_changes
 from ptft_cli.errors import ConfigError, DataError, PtftError, RunDirError
@@ -69,6 +69,7 @@ def _train(cfg: Config, command: str, opts: RunOptions, world: Any) -> dict[str,
     #    checks; if any fails, all stop with the same line (`agreeing`).
     with agreeing(world):
         task = tasks.get(cfg, command)
+        tracking.check(cfg)
         models.check_refs(cfg, command)
         inputs = task.read_inputs(cfg, command)
         run = RunDir(cfg.output_dir)
@@ -155,6 +156,8 @@ def _train(cfg: Config, command: str, opts: RunOptions, world: Any) -> dict[str,
     ]
     if saved is not None:
         rows.append(("resume", f"from {saved.path} (step {state.step}, epoch {state.epoch})"))
+    if cfg.logging.report_to:
+        rows.append(("tracking", ", ".join(dict.fromkeys(cfg.logging.report_to))))
     _header(cfg, command, rows, data.seq_len if data.blocks else None, plan, hw)
     claim, history = None, []
     with agreeing(world):
@@ -168,6 +171,8 @@ def _train(cfg: Config, command: str, opts: RunOptions, world: Any) -> dict[str,
     )
     first_step = state.step
     try:
+        if world.main:  # rank 0 alone reports, as it alone writes metrics.jsonl
+            session.trackers = _trackers(cfg, run, config_text, state.step)
         if saved is not None:
             with checkpoint.reading(saved.path):
                 checkpoint.restore_rng(
@@ -179,8 +184,24 @@ def _train(cfg: Config, command: str, opts: RunOptions, world: Any) -> dict[str,
             claim.failed(reached_first_step=state.step > first_step)
         raise
     finally:
+        session.trackers.close()
         if claim is not None:
             claim.release()
+
+
+def _trackers(cfg: Config, run: RunDir, config_text: str, step: int) -> tracking.Trackers:
+    """The run's experiment trackers (`logging.report_to`), opened after its directory is claimed."""
+    if not cfg.logging.report_to:
+        return tracking.Trackers()
+    info = tracking.RunInfo(
+        directory=run.path,
+        name=cfg.logging.run_name or run.path.name,
+        project=cfg.logging.project or tracking.DEFAULT_PROJECT,
+        config=cfg.to_dict(),
+        config_text=config_text,
+        start_step=step,
+    )
+    return tracking.start(cfg.logging.report_to, info)
 
 
 def _same_checkpoint(cfg: Config, world: Any, saved: checkpoint.Saved | None) -> None:
@@ -226,6 +247,8 @@ class _Session:
     log: MetricsLog | None
     replica: Any  # distributed.Replica: the model as this process trains it
     parameters: dict[str, int]  # total and trainable, for results.json
+    trackers: tracking.Trackers = field(default_factory=tracking.Trackers)  # logging.report_to (rank 0)
+    last_eval: dict[str, Any] = field(default_factory=dict)  # the latest full evaluation (confusion matrix)
 
 
 def _train_and_finish(s: _Session, data: Any, plan: Any, state: Any) -> dict[str, Any]:
@@ -255,9 +278,27 @@ def _train_and_finish(s: _Session, data: Any, plan: Any, state: Any) -> dict[str
                 if plain is not snap.model:
                     checkpoint.save_pretrained(snap.model, None, run.adapter_dir)
 
-    with console.TrainProgress(plan.total_steps, start=state.step) as bar, StopOnSignal(bar.note) as stop:
+    def log(record: dict[str, Any]) -> None:
+        if s.log is not None:
+            s.log.write(record)
+            s.trackers.record(s.log.records[-1])  # as written: NaN and inf are null
+
+    if s.trackers.trackers and data.evaluate is not None:  # keep the last confusion matrix for them
+        evaluate = data.evaluate
+
+        def remembered(model: Any) -> dict[str, Any]:
+            s.last_eval = evaluate(model)
+            return s.last_eval
+
+        data.evaluate = remembered
+
+    every = console.plain_every(plan.total_steps, t.log_every)
+    with (
+        console.TrainProgress(plan.total_steps, start=state.step, every=every) as bar,
+        StopOnSignal(bar.note) as stop,
+    ):
         callbacks = loop.Callbacks(
-            log=s.log.write if s.log is not None else (lambda record: None),
+            log=log,
             progress=bar.advance,
             note=bar.note,
             save_checkpoint=save_checkpoint,
@@ -283,7 +324,28 @@ def _train_and_finish(s: _Session, data: Any, plan: Any, state: Any) -> dict[str
     peaks = world.gather(_peak_memory_gb(s.replica.module))
     if not world.main:
         return {}
-    return _finish(s.cfg, run, s.log, state, (clock, startup, s.opts.started, peaks), s.parameters)
+    results = _finish(s.cfg, run, s.log, state, (clock, startup, s.opts.started, peaks), s.parameters)
+    _report_images(s)
+    return results
+
+
+def _report_images(s: _Session) -> None:
+    """loss.png and the last evaluation's confusion matrix, to the trackers (the matrix is drawn in a
+    temporary folder: the run directory's layout does not change with report_to)."""
+    import tempfile
+
+    from ptft_cli.metrics import plot_confusion
+
+    if not s.trackers.trackers:
+        return
+    s.trackers.image("loss", s.run.loss_png)
+    if "confusion_matrix" in s.last_eval and "labels" in s.last_eval:
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "confusion_matrix.png"
+            plot_confusion(
+                s.last_eval["confusion_matrix"], s.last_eval["labels"], path, "validation: confusion"
+            )
+            s.trackers.image("eval/confusion_matrix", path)
 
 
 def _peak_memory_gb(model: Any) -> float:
@@ -473,7 +535,8 @@ def _already_done(cfg: Config, run: RunDir, state: Any, plan: Any) -> dict[str, 
     why = "stopped early" if state.stopped_early else f"reached {plan.total_steps} steps"
     console.info(
         f"nothing to do: the run in {run.path} {why} at step {state.step}; raise training.max_steps "
-        "(or training.epochs) to train further"
+        "(or training.epochs) to train further",
+        summary=True,
     )
     return json.loads(run.results_json.read_text(encoding="utf-8")) if run.results_json.is_file() else {}
 
@@ -516,7 +579,7 @@ def _finish(
     if t.best_metric and state.best_value is not None:
         shown[f"best {t.best_metric}"] = f"{state.best_value:.4f} at step {state.best_step}"
     console.metrics_table("results", shown)
-    console.info(f"model saved to {run.model_dir}")
+    console.info(f"model saved to {run.model_dir}", summary=True)
     return results
 
 
@@ -605,7 +668,7 @@ def evaluate(cfg: Config) -> dict[str, Any]:
         console.per_class_table(metrics["per_class"])
     if "per_group" in metrics:
         console.per_group_table(str(metrics["group_by"]), metrics["per_group"])
-    console.info(f"metrics written to {out_dir / 'metrics.json'}")
+    console.info(f"metrics written to {out_dir / 'metrics.json'}", summary=True)
     return metrics
 
 
@@ -641,10 +704,11 @@ def predict(cfg: Config) -> Path:
     seconds = time.perf_counter() - started
     checkpoint.write_predictions(out, rows)
     if cfg.predict.prompt is not None and len(rows) == 1 and not (stream and stream.used):
-        console.info(task.shown(rows[0]))
+        console.info(task.shown(rows[0]), summary=True)
     rate = len(rows) / max(seconds, 1e-9)
     console.info(
-        f"{len(rows):,} predictions in {seconds:.1f}s ({rate:,.0f}/s, {loaded.hw.precision}) → {out}"
+        f"{len(rows):,} predictions in {seconds:.1f}s ({rate:,.0f}/s, {loaded.hw.precision}) → {out}",
+        summary=True,
     )
     return out
 
@@ -766,6 +830,7 @@ def validate(cfg: Config, opts: RunOptions | None = None) -> None:
     opts = opts or RunOptions()
     task = tasks.get(cfg)
     command = task.COMMANDS[0]
+    tracking.check(cfg)
     models.check_refs(cfg, command)
     rows: list[tuple[str, str]] = [
         ("task", cfg.task),

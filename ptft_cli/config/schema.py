@@ -541,6 +541,20 @@ class SftConfig:
 
 
 @dataclass
+class LoggingConfig:
+    report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = opt(
+        [],
+        "Experiment trackers that receive every metrics.jsonl record (as `train/loss`, `eval/accuracy`, ... at "
+        "the global step), the resolved config as hyperparameters and loss.png / the confusion matrix as "
+        "images: `tensorboard` (event files in `<output_dir>/tensorboard/`), `wandb` (offline unless "
+        "WANDB_MODE or an API key says otherwise), `mlflow` (MLFLOW_TRACKING_URI, else "
+        "`<output_dir>/mlruns`). Each is an optional extra, e.g. `pip install 'ptft[tensorboard]'`.",
+    )
+    project: str | None = opt(None, "W&B project and MLflow experiment the run is filed under; null: `ptft`.")
+    run_name: str | None = opt(None, "The run's name in the trackers; null: the output directory's name.")
+
+
+@dataclass
 class Config:
     task: str = opt(
         "classification",
@@ -586,6 +600,10 @@ class Config:
     lora: LoraConfig = field(default_factory=LoraConfig, metadata={"doc": "Parameter-efficient fine-tuning."})
     sft: SftConfig = field(
         default_factory=SftConfig, metadata={"doc": "Instruction and chat fine-tuning (task sft)."}
+    )
+    logging: LoggingConfig = field(
+        default_factory=LoggingConfig,
+        metadata={"doc": "Experiment tracking (TensorBoard, W&B, MLflow).", "resume_safe": True},
     )
     evaluate: EvaluateConfig = field(
         default_factory=EvaluateConfig, metadata={"doc": "`ptft evaluate`.", "resume_safe": True}
