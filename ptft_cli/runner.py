@@ -136,6 +136,8 @@ def _train(cfg: Config, command: str, opts: RunOptions, world: Any) -> dict[str,
     opt = loop.Optimization(
         optimizer, optim.scheduler(optimizer, t, plan.total_steps), scaler, t.max_grad_norm
     )
+    if t.l1:
+        opt.l1, opt.l1_params = t.l1, optim.decay_split(model)[0]
     state = loop.TrainState(best_metric=t.best_metric, global_batch=plan.global_batch)
     if saved is not None:
         with agreeing(world), checkpoint.reading(saved.path):

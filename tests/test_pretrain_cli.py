@@ -375,6 +375,9 @@ def test_fill_mask_predictions(cli, corpus_dir: Path, tmp_path: Path) -> None:
     (mask,) = row["masks"]
     scores = [p["score"] for p in mask["predictions"]]
     assert len(scores) == 3 and scores == sorted(scores, reverse=True)
+    # the terminal shows the filled text and every candidate with its probability
+    shown = "  mask 1: " + "  ".join(f"{p['token']} {p['score']:.3f}" for p in mask["predictions"])
+    assert row["filled"] in result.output and shown in result.output
 
 
 def test_a_datasets_folder_as_the_corpus_and_as_labelled_data(cli, tmp_path: Path, tiny_bert: Path) -> None:

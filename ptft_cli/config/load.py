@@ -489,7 +489,8 @@ def resume_changes(saved_yaml: str, cfg: Config) -> list[tuple[str, Any, Any]]:
     loaded = yaml.safe_load(saved_yaml.split("\n", 1)[1] if saved_yaml.startswith("#") else saved_yaml) or {}
     if not isinstance(loaded, dict):
         raise ValueError("its config.yaml is not a mapping")
-    saved = _flatten(loaded)
+    # A key the checkpoint's config lacks (written before the key existed) had its default then.
+    saved = {**_flatten(Config().to_dict()), **_flatten(loaded)}
     now = _flatten(cfg.to_dict())
     safe = set(resume_safe_keys())
     return [

@@ -131,6 +131,42 @@ class TokenizerConfig:
 
 
 @dataclass
+class AugmentConfig:
+    """EDA-style text augmentation of classification training rows (validation never changes)."""
+
+    delete: float = opt(
+        0.0,
+        "Augmentation: drop each word of a training text with this probability (EDA random deletion; one "
+        "word always stays).",
+        ge=0.0,
+        le=1.0,
+    )
+    swap: float = opt(
+        0.0,
+        "Augmentation: with this probability per word, swap it with another random word of the same text.",
+        ge=0.0,
+        le=1.0,
+    )
+    insert: float = opt(
+        0.0,
+        "Augmentation: with this probability per word, insert a copy of a random word of the same text at a "
+        "random position (EDA's insertion without synonyms).",
+        ge=0.0,
+        le=1.0,
+    )
+    backoff: float | None = opt(
+        None,
+        "Augmentation: multiply delete, swap and insert by this factor for each evaluation in a row without a "
+        "new best `training.best_metric` (0 turns augmentation off until the metric improves); null: never.",
+        ge=0.0,
+        lt=1.0,
+    )
+
+    def active(self) -> bool:
+        return bool(self.delete or self.swap or self.insert)
+
+
+@dataclass
 class DataConfig:
     train: str | list[str] | None = opt(
         None,
@@ -207,6 +243,10 @@ class DataConfig:
         path=True,
         resume_safe=True,
     )
+    augment: AugmentConfig = field(
+        default_factory=AugmentConfig,
+        metadata={"doc": "Text augmentation of classification training data, new views every epoch."},
+    )
 
 
 @dataclass
@@ -273,6 +313,14 @@ class TrainingConfig:
     )
     weight_decay: float = opt(
         0.01, "AdamW decoupled weight decay; biases and norm weights are never decayed.", ge=0, le=100.0
+    )
+    l1: float = opt(
+        0.0,
+        "L1 penalty coefficient: adds l1 × sum |w| over the weights AdamW decays (matrices and embeddings, "
+        "never biases or norm weights) to the loss, once per optimizer step; logged apart as `l1_penalty` "
+        "(`loss` stays the task's). 0: off.",
+        ge=0.0,
+        le=100.0,
     )
     adam_betas: list[float] = opt([0.9, 0.999], "AdamW (beta1, beta2).")
     adam_epsilon: float = opt(1e-8, "AdamW epsilon.", gt=0, le=1.0)

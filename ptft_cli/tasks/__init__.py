@@ -128,6 +128,16 @@ def get(cfg: Config, command: str | None = None) -> Task:
             hint=f"`ptft {command}` takes task: {' | '.join(takes)}",
         )
     problems = task.check_config(cfg)
+    if cfg.data.augment.active() and not getattr(task, "AUGMENTS", False):
+        takes = [name for name, t in tasks.items() if getattr(t, "AUGMENTS", False)]
+        problems.append(
+            ConfigError(
+                f"text augmentation is not something task {cfg.task!r} does",
+                where=cfg.where("data.augment"),
+                key="data.augment",
+                hint=f"data.augment is for task: {' | '.join(takes)}; remove it here",
+            )
+        )
     best = cfg.training.best_metric
     if best is not None and best not in task.METRICS:
         problems.append(

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ptft_cli.config import Config
 from ptft_cli.data import files as data_io
+from ptft_cli.data.augment import Augmenter
 from ptft_cli.errors import ConfigError, DataError
 from ptft_cli.models import Head, label_names_of
 from ptft_cli.tasks import Inputs, Loaded
@@ -32,6 +33,7 @@ COMMANDS = ("finetune",)
 METRICS = ("accuracy", "macro_f1", "loss")
 LOWER_IS_BETTER = frozenset({"loss"})
 PREDICTION_FORMATS = (".jsonl", ".csv")
+AUGMENTS = True  # takes data.augment (text augmentation of training rows)
 
 
 @dataclass
@@ -337,6 +339,15 @@ def check_config(cfg: Config) -> list[ConfigError]:
                     hint="join the files into one, or name one file",
                 )
             )
+    if d.augment.backoff is not None and cfg.training.best_metric is None:
+        problems.append(
+            ConfigError(
+                "backing augmentation off needs training.best_metric to know when validation gets worse",
+                where=cfg.where("data.augment.backoff"),
+                key="data.augment.backoff",
+                hint="set training.best_metric (e.g. accuracy), or remove data.augment.backoff",
+            )
+        )
     if not d.packing:
         problems.append(
             ConfigError(
@@ -431,9 +442,11 @@ def training_data(cfg: Config, inputs: Inputs, tokenizer: Any, hw: Hardware) -> 
         return evaluate_examples(m, val, p.labels, t.eval_batch_size, hw)
 
     grouped = ", grouped by length" if t.group_by_length else ""
+    aug = AugmentedRows(cfg, p.train, tokenizer, hw) if cfg.data.augment.active() else None
     return TrainingData(
         batches=sampler.EpochBatches(batches_of),
-        collate=lambda idx: collate(train, idx, hw.device),
+        collate=aug.collate if aug else (lambda idx: collate(train, idx, hw.device)),
+        observe=aug.observe if aug else None,
         loss_sum=lambda m, batch: loss_sum(m, batch, hw, t.label_smoothing),
         count=lambda batch: int(batch["labels"].shape[0]),
         evaluate=evaluate if val is not None else None,
@@ -442,7 +455,7 @@ def training_data(cfg: Config, inputs: Inputs, tokenizer: Any, hw: Hardware) -> 
             ("task", f"classification, {_label_summary(p.labels)}"),
             (
                 "train",
-                f"{len(lengths):,} examples, {sum(lengths) / len(lengths):.1f} tokens on average (max {max_len}){grouped}",
+                f"{len(lengths):,} examples, {sum(lengths) / len(lengths):.1f} tokens on average (max {max_len}){grouped}{aug.note() if aug else ''}",
             ),
             (
                 "validation",
@@ -452,6 +465,31 @@ def training_data(cfg: Config, inputs: Inputs, tokenizer: Any, hw: Hardware) -> 
             ),
         ],
     )
+
+
+class AugmentedRows:
+    """Training batches of augmented views. The views change every epoch, so their rows are tokenized
+    per batch (the lengths that group batches stay the original rows'; the cost is measured by
+    scripts/bench_augment.py)."""
+
+    def __init__(self, cfg: Config, examples: Examples, tokenizer: Any, hw: Hardware):
+        self.augmenter = Augmenter(cfg.data.augment, cfg.seed)
+        self.examples, self.tokenizer, self.hw = examples, tokenizer, hw
+        self.max_length = cfg.tokenizer.max_length
+
+    def observe(self, state: Any) -> None:
+        self.augmenter.observe(state.epoch, state.evals_without_improvement)
+
+    def collate(self, idx: list[int]) -> dict[str, torch.Tensor]:
+        ex, view = self.examples, self.augmenter.view
+        texts = [view(ex.texts[i], i) for i in idx]
+        pairs = [view(ex.pairs[i], i, 1) for i in idx] if ex.pairs else None
+        enc = encode(self.tokenizer, texts, pairs, [ex.labels[i] for i in idx], self.max_length)
+        return collate(enc, list(range(len(idx))), self.hw.device)
+
+    def note(self) -> str:
+        r = self.augmenter.rates
+        return f", augmented (delete {r.delete:g}, swap {r.swap:g}, insert {r.insert:g} per word)"
 
 
 def evaluation_inputs(cfg: Config, run: RunDir, model_ref: str) -> Inputs:

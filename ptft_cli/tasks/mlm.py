@@ -165,8 +165,17 @@ def predict(
     return lm.fill_mask(cfg, inputs, loaded, progress)
 
 
+SHOWN_CANDIDATES = 5  # fill-mask candidates per mask on the terminal (predictions.jsonl has predict.top_k)
+
+
 def shown(row: dict[str, Any]) -> str:
-    return row["filled"]
+    """The text with each mask filled by its top token, then each mask's top candidates with their
+    probabilities: one guess says little about what the model learnt, five do."""
+    lines = [row["filled"]]
+    for n, mask in enumerate(row["masks"], 1):
+        top = mask["predictions"][:SHOWN_CANDIDATES]
+        lines.append(f"  mask {n}: " + "  ".join(f"{p['token']} {p['score']:.3f}" for p in top))
+    return "\n".join(lines)
 
 
 def val_bodies(
