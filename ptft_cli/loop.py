@@ -42,6 +42,9 @@ class TrainingData:
     blocks: bool = True  # every row is a block of seq_len tokens (packed language modelling)
     flops_per_token: float | None = None
     summary: list[tuple[str, str]] = field(default_factory=list)  # header rows: train/validation sizes
+    # Distillation: which logits positions (B, T) the loss counts, where the labels do not say it
+    # directly (None: labels != -100, aligned with the logits; classification: every row).
+    soft_mask: Callable[[dict[str, torch.Tensor], torch.Tensor], torch.Tensor] | None = None
 
 
 @dataclass
