@@ -44,6 +44,9 @@ class TrainingData:
     summary: list[tuple[str, str]] = field(default_factory=list)  # header rows: train/validation sizes
     # sees the loop state before each step's batches are collated (augmented views follow the epoch)
     observe: Callable[[TrainState], None] | None = None
+    # Distillation: which logits positions (B, T) the loss counts, where the labels do not say it
+    # directly (None: labels != -100, aligned with the logits; classification: every row).
+    soft_mask: Callable[[dict[str, torch.Tensor], torch.Tensor], torch.Tensor] | None = None
 
 
 @dataclass

@@ -205,6 +205,13 @@ def check_refs(cfg: Config, command: str) -> None:
             m.name_or_path, "model.name_or_path", where, tokenizer=own_tokenizer, gguf_file=m.gguf_file
         )
         fit_max_length(cfg, m.name_or_path)
+    if m.student_init and not m.name_or_path:
+        raise ConfigError(
+            f"model.student_init: {m.student_init} takes its layers from model.name_or_path, which is not set",
+            where=cfg.where("model.student_init"),
+            key="model.student_init",
+            hint="set model.name_or_path to the teacher (e.g. a ptft run's model/)",
+        )
     if m.gguf_file and not m.name_or_path:
         raise ConfigError(
             "model.gguf_file names a file in model.name_or_path, which is not set",
@@ -579,6 +586,9 @@ def build(cfg: Config, head: Head, tokenizer: Any, attn: str) -> tuple[Any, str]
                 hint="use the model's own tokenizer (leave tokenizer.* unset)",
             )
         description = f"{ref} ({type(model).__name__})"
+        if m.student_init == "every_other_layer":
+            kept = every_other_layer(model)
+            description += f", layers {', '.join(map(str, kept))} kept (every other layer)"
     check_fits(cfg, model)
     if head.pads:
         ensure_pad_token(tokenizer, model)
@@ -596,6 +606,63 @@ def build(cfg: Config, head: Head, tokenizer: Any, attn: str) -> tuple[Any, str]
         model = lora.apply(model, cfg.lora, head.peft_task, cfg.where("lora.target_modules"))
         description += f", LoRA r={cfg.lora.r} on {cfg.lora.target_modules or 'default'} layers"
     return model, description
+
+
+def every_other_layer(model: Any) -> list[int]:
+    """Keep the transformer blocks 0, 2, 4, ... of a loaded model, with their weights (DistilBERT's
+    student initialisation); the embeddings, final norm and head stay. Returns the kept indices."""
+    kept = list(range(0, model.config.get_text_config().num_hidden_layers, 2))
+    keep_layers(model, kept)
+    return kept
+
+
+def keep_layers(model: Any, keep: list[int]) -> None:
+    """Keep only these transformer blocks, in this order; the config (layer count, per-layer types)
+    and the blocks' cache indices follow, so the model saves and loads as a smaller one."""
+    import torch
+
+    blocks = layer_list(model)
+    config = model.config.get_text_config()
+    if blocks is None or len(blocks) != config.num_hidden_layers:
+        raise ConfigError(
+            f"cannot find the {config.num_hidden_layers} transformer layers of {type(model).__name__}"
+        )
+    kept = torch.nn.ModuleList([blocks[i] for i in keep])
+    for parent in model.modules():
+        for name, child in list(parent.named_children()):
+            if child is blocks:
+                setattr(parent, name, kept)
+    for new_index, block in enumerate(kept):
+        for module in block.modules():
+            if isinstance(getattr(module, "layer_idx", None), int):
+                module.layer_idx = new_index  # the KV cache is indexed by position in the stack
+    config.num_hidden_layers = len(keep)
+    if isinstance(getattr(config, "layer_types", None), list):
+        config.layer_types = [config.layer_types[i] for i in keep]
+
+
+def load_teacher(cfg: Config, head: Head, ref: str, device: Any) -> Any:
+    """A distillation teacher: the task's Auto class from `ref` with the head it was trained with
+    (its own labels), frozen, in eval mode (no dropout: deterministic targets), on `device`."""
+    key, where = "distillation.teacher", cfg.where("distillation.teacher")
+    config = load_config(ref, ModelConfig(), key, where)  # the student's gguf_file, dropout are not its own
+    try:
+        model = _auto(head).from_pretrained(ref, config=config, trust_remote_code=False)
+    except Exception as e:  # the wrong head, weights that do not fit the config
+        raise ConfigError(
+            f"cannot load teacher {ref} as {head.what}: {_first_line(e)}", where=where, key=key
+        ) from None
+    model.requires_grad_(False)
+    return to_device(model, device).eval()
+
+
+def teacher_tokenizer(ref: str) -> Any:
+    """The tokenizer saved with a teacher (None when its folder has none)."""
+    if not any((Path(ref) / name).is_file() for name in TOKENIZER_FILES):
+        return None
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(ref)
 
 
 def merged(model: Any) -> tuple[Any, dict[str, Any] | None]:

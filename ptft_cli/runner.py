@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ptft_cli import checkpoint, console, models, tasks, tracking
+from ptft_cli import checkpoint, console, distill, models, tasks, tracking
 from ptft_cli.checkpoint import RunDir
 from ptft_cli.config import Config, dump, resume_changes
 from ptft_cli.errors import ConfigError, DataError, PtftError, RunDirError
@@ -71,6 +71,7 @@ def _train(cfg: Config, command: str, opts: RunOptions, world: Any) -> dict[str,
         task = tasks.get(cfg, command)
         tracking.check(cfg)
         models.check_refs(cfg, command)
+        distill.check(cfg, task)
         inputs = task.read_inputs(cfg, command)
         run = RunDir(cfg.output_dir)
         saved = resume_point(cfg, run, opts, inputs.files)
@@ -87,6 +88,7 @@ def _train(cfg: Config, command: str, opts: RunOptions, world: Any) -> dict[str,
         hw = hardware.for_process(hw, world, cfg.where("device"))
         models.quiet_transformers()
         head = task.head(cfg, inputs)
+        distill.check_labels(cfg, head)
         if saved is not None:
             tokenizer = models.load_tokenizer(str(saved.path), cfg.model, "resume", cfg.where("resume"))
             tokenizer_desc = f"from {saved.path.name}, {len(tokenizer):,} tokens"
@@ -120,6 +122,9 @@ def _train(cfg: Config, command: str, opts: RunOptions, world: Any) -> dict[str,
                 hint="this model has no separate head; train it unfrozen, or with train_top_k_layers",
             )
         model = models.to_device(model, hw.device)
+        teacher = distill.load(cfg, head, tokenizer, model, hw)
+        if teacher is not None:
+            distill.wrap(data, teacher)  # the task's loss gains the teacher's term
         if t.gradient_checkpointing:
             models.checkpoint_activations(model, cfg.where("training.gradient_checkpointing"))
         if data.tokens is not None and data.seq_len:
@@ -834,6 +839,7 @@ def validate(cfg: Config, opts: RunOptions | None = None) -> None:
     command = task.COMMANDS[0]
     tracking.check(cfg)
     models.check_refs(cfg, command)
+    distill.check(cfg, task)
     rows: list[tuple[str, str]] = [
         ("task", cfg.task),
         ("model", cfg.model.name_or_path or f"new {cfg.model.architecture}"),

@@ -93,6 +93,11 @@ class ModelConfig:
     train_top_k_layers: int | None = opt(
         None, "Train only the top k transformer layers plus the head (null trains everything).", ge=0
     )
+    student_init: Literal["every_other_layer"] | None = opt(
+        None,
+        "Build a smaller model from `name_or_path`: `every_other_layer` keeps its layers 0, 2, 4, ... with their "
+        "weights (DistilBERT's student initialisation); null loads every layer.",
+    )
 
 
 @dataclass
@@ -550,6 +555,34 @@ class LoraConfig:
 
 
 @dataclass
+class DistillationConfig:
+    teacher: str | None = opt(
+        None,
+        "Distil from this model: a ptft run directory (its `model/` is used) or any Hugging Face model directory "
+        "with the same labels (classification) or the same vocabulary (language models). Null: no teacher.",
+        model_ref=True,
+    )
+    temperature: float = opt(2.0, "Softmax temperature of both teacher and student in the soft loss.", gt=0)
+    alpha: float = opt(
+        0.5,
+        "Weight of the soft loss: alpha * T^2 * KL(teacher || student) + (1 - alpha) * the task's own loss.",
+        ge=0.0,
+        le=1.0,
+    )
+    hidden: bool = opt(
+        False,
+        "Also match hidden states: mean squared error between student layer i and teacher layer "
+        "i * teacher_layers // student_layers (embeddings included), weight 1. Needs equal hidden sizes.",
+    )
+    transfer_data: str | None = opt(
+        None,
+        "Classification: unlabeled rows (same text columns as `data.train`, no label needed) added to the "
+        "training rows; they take the soft loss only.",
+        path=True,
+    )
+
+
+@dataclass
 class SftConfig:
     prompt: str | list[str] | None = opt(
         None,
@@ -646,6 +679,9 @@ class Config:
         default_factory=DistributedConfig, metadata={"doc": "Several processes (GPUs, machines)."}
     )
     lora: LoraConfig = field(default_factory=LoraConfig, metadata={"doc": "Parameter-efficient fine-tuning."})
+    distillation: DistillationConfig = field(
+        default_factory=DistillationConfig, metadata={"doc": "Knowledge distillation from a teacher model."}
+    )
     sft: SftConfig = field(
         default_factory=SftConfig, metadata={"doc": "Instruction and chat fine-tuning (task sft)."}
     )

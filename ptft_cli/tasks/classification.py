@@ -34,6 +34,8 @@ METRICS = ("accuracy", "macro_f1", "loss")
 LOWER_IS_BETTER = frozenset({"loss"})
 PREDICTION_FORMATS = (".jsonl", ".csv")
 AUGMENTS = True  # takes data.augment (text augmentation of training rows)
+DISTILLATION = ("teacher", "transfer_data")  # distillation keys this task reads
+UNLABELED = -100  # a transfer row's label: cross-entropy ignores it, the teacher's loss does not
 
 
 @dataclass
@@ -51,6 +53,7 @@ class Prepared:
     validation: Examples | None
     labels: list[str]
     held_out: list[int] | None = None  # rows of the training file held out for validation
+    transfer: Examples | None = None  # unlabeled rows for distillation (labels UNLABELED)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -212,6 +215,29 @@ def prepare(cfg: Config) -> Prepared:
     return Prepared(train, validation, names, held)
 
 
+def _transfer(cfg: Config) -> Examples | None:
+    """distillation.transfer_data: rows with the training file's text column(s); labels are not read."""
+    path, d = cfg.distillation.transfer_data, cfg.data
+    if path is None:
+        return None
+    data_io.require_file(path, "distillation.transfer_data", cfg.where("distillation.transfer_data"))
+    table = data_io.read_table(path, d.format, text_column=d.text_column)
+    texts = _texts(table, d.text_column, "text", "data.text_column")
+    pairs = (
+        _texts(table, d.text_pair_column, "second text", "data.text_pair_column")
+        if d.text_pair_column
+        else None
+    )
+    return Examples(texts, pairs, [UNLABELED] * len(texts), table.path)
+
+
+def _joined(a: Examples, b: Examples | None) -> Examples:
+    if b is None:
+        return a
+    pairs = a.pairs + b.pairs if a.pairs is not None and b.pairs is not None else None
+    return Examples(a.texts + b.texts, pairs, a.labels + b.labels, a.source)
+
+
 def _first(ex: Examples, n: int | None) -> Examples:
     return ex if n is None else _subset(ex, list(range(min(n, len(ex.labels)))))
 
@@ -365,6 +391,7 @@ def _label_summary(names: list[str]) -> str:
 
 def read_inputs(cfg: Config, command: str) -> Inputs:
     p = prepare(cfg)
+    p.transfer = _transfer(cfg)
     if cfg.training.best_metric and p.validation is None:
         raise ConfigError(
             "needs validation data to compare models",
@@ -381,6 +408,9 @@ def read_inputs(cfg: Config, command: str) -> Inputs:
         ),
     ]
     files = [Path(f) for f in (cfg.data.train, cfg.data.validation) if f and not cfg.data.dataset]
+    if p.transfer is not None:
+        summary.append(("transfer", f"{len(p.transfer.texts):,} unlabeled rows from {p.transfer.source}"))
+        files.append(Path(p.transfer.source))
     split = None
     if p.held_out is not None and isinstance(cfg.data.train, str):
         split = {
@@ -424,7 +454,8 @@ def training_data(cfg: Config, inputs: Inputs, tokenizer: Any, hw: Hardware) -> 
 
     p: Prepared = inputs.data
     t, max_len = cfg.training, cfg.tokenizer.max_length
-    train = encode(tokenizer, p.train.texts, p.train.pairs, p.train.labels, max_len)
+    rows = _joined(p.train, p.transfer)  # transfer rows (distillation) take the teacher's loss only
+    train = encode(tokenizer, rows.texts, rows.pairs, rows.labels, max_len)
     v = p.validation
     val = encode(tokenizer, v.texts, v.pairs, v.labels, max_len) if v is not None else None
     lengths = train.lengths
@@ -442,7 +473,7 @@ def training_data(cfg: Config, inputs: Inputs, tokenizer: Any, hw: Hardware) -> 
         return evaluate_examples(m, val, p.labels, t.eval_batch_size, hw)
 
     grouped = ", grouped by length" if t.group_by_length else ""
-    aug = AugmentedRows(cfg, p.train, tokenizer, hw) if cfg.data.augment.active() else None
+    aug = AugmentedRows(cfg, rows, tokenizer, hw) if cfg.data.augment.active() else None  # transfer rows too
     return TrainingData(
         batches=sampler.EpochBatches(batches_of),
         collate=aug.collate if aug else (lambda idx: collate(train, idx, hw.device)),

@@ -31,6 +31,7 @@ __all__ = ["METRICS", "PREDICTION_FORMATS", "evaluation_inputs", "prediction_inp
 NAME = "clm"
 TITLE = "causal LM (next token)"
 COMMANDS = ("pretrain", "finetune")
+DISTILLATION = ("teacher",)  # distillation keys this task reads (token-level KL at every target)
 
 
 def check_config(cfg: Config) -> list[ConfigError]:

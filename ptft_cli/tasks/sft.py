@@ -35,6 +35,7 @@ GENERATION_METRICS = ("exact_match", "format_rate")
 METRICS = ("loss", "perplexity", *GENERATION_METRICS)
 LOWER_IS_BETTER = frozenset({"loss", "perplexity"})
 PREDICTION_FORMATS = (".jsonl",)
+DISTILLATION = ("teacher",)  # distillation keys this task reads (token-level KL at the reply tokens)
 
 
 @dataclass
@@ -237,6 +238,7 @@ def training_data(cfg: Config, inputs: Inputs, tokenizer: Any, hw: Hardware) -> 
         collate=lambda idx: collate([items[i] for i in idx], pad_id, hw.device),
         loss_sum=lambda m, b: loss_sum(m, b, hw.autocast),
         count=count,
+        soft_mask=soft_mask,
         evaluate=evaluate if val else None,
         lower_is_better=LOWER_IS_BETTER,
         tokens=lambda b: int(b["tokens"]),
@@ -281,6 +283,17 @@ def loss_sum(model: Any, batch: dict[str, torch.Tensor], autocast: Callable[[], 
     with autocast():
         logits = model(**inputs, use_cache=False).logits
     return lm.summed_cross_entropy(logits[:, :-1], labels)
+
+
+def soft_mask(batch: dict[str, torch.Tensor], logits: torch.Tensor) -> torch.Tensor:
+    """Distillation: the logits positions `loss_sum` scores, (B, T) booleans for (B, T, V) logits —
+    every position (the last predicts nothing), or only those `logits_to_keep` kept."""
+    import torch.nn.functional as F
+
+    trained = batch["labels"][:, 1:] != sft_data.IGNORE  # (B, T-1): position t predicts token t+1
+    if logits.shape[1] == trained.shape[1] + 1:
+        return F.pad(trained, (0, 1))
+    return trained[:, trained.any(0)]
 
 
 def _keeps_logits(model: Any) -> bool:
