@@ -408,7 +408,7 @@ def _header(
         ("output", str(cfg.output_dir)),
         *resume,
     ]
-    console.key_values(f"ptft {command} · {cfg.source.name if cfg.source else ''}", rows)
+    console.key_values(f"ptft {command} · {cfg.source.name if cfg.source else cfg.name}", rows)
 
 
 def _processes(cfg: Config, world: Any) -> list[tuple[str, str]]:
@@ -447,7 +447,7 @@ def _claim(cfg: Config, run: RunDir, opts: RunOptions, saved: Any, hw: Any, inpu
 
 def _resolved(cfg: Config) -> str:
     """config.yaml's text (and each checkpoint's copy)."""
-    return f"# resolved by ptft from {cfg.source}\n{dump(cfg)}"
+    return f"# resolved by ptft from {cfg.name}\n{dump(cfg)}"
 
 
 def _diverged(cfg: Config, run: RunDir, e: Any) -> PtftError:
@@ -491,7 +491,7 @@ def _finish(
 
     clock, startup, started, peaks = timing
     t = cfg.training
-    plot_losses(log.records, run.loss_png, f"{Path(str(cfg.source)).stem}: loss")
+    plot_losses(log.records, run.loss_png, f"{cfg.source.stem if cfg.source else cfg.name}: loss")
     session = time.perf_counter() - started
     train_seconds = session - startup - clock.side_seconds
     results = {
@@ -538,7 +538,7 @@ def trained_model(cfg: Config, explicit: str | None, key: str) -> str:
             f"no trained model at {run.model_dir}",
             where=cfg.where("output_dir"),
             key="output_dir",
-            hint=f"run `ptft {trains} --config {cfg.source}` first, or set {key} to a model directory",
+            hint=f"run `ptft {trains} --config {cfg.name}` first, or set {key} to a model directory",
         )
     models.check_files(
         str(run.model_dir), "output_dir", cfg.where("output_dir"), tokenizer=not cfg.tokenizer.name_or_path
@@ -690,8 +690,9 @@ def chat(cfg: Config, ask: Any) -> int:
 # validate
 
 
-def validate(cfg: Config, opts: RunOptions | None = None) -> None:
-    """Check the config and data the way the commands would, without loading a model or torch."""
+def validate(cfg: Config, opts: RunOptions | None = None) -> dict[str, str]:
+    """Check the config and data the way the commands would, without loading a model or torch.
+    Returns what it printed (task, model, data, batch, ...)."""
     opts = opts or RunOptions()
     task = tasks.get(cfg)
     command = task.COMMANDS[0]
@@ -724,8 +725,10 @@ def validate(cfg: Config, opts: RunOptions | None = None) -> None:
     rows.append(("output_dir", str(cfg.output_dir)))
     run = RunDir(cfg.output_dir)
     run.check_location(_protected(cfg, files), cfg.where("output_dir"))  # an error: it could delete data
-    console.key_values(f"{cfg.source}: valid", rows)
+    console.key_values(f"{cfg.name}: valid", rows)
     try:
         resume_point(cfg, run, opts, files)
     except RunDirError as e:
         console.warn(f"training would refuse to start: {e.line()}")
+        rows.append(("warning", f"training would refuse to start: {e.line()}"))
+    return dict(rows)
