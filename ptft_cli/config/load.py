@@ -128,10 +128,9 @@ def _build(
     for key, (option, value) in (values or {}).items():
         _set(raw, key, value, option, problems)
     cfg.overridden = raw.pop("__overridden__", {})
-    failed: set[str] = set()
-    _fill(cfg, raw, "", base, cfg, problems, failed)
+    _fill(cfg, raw, "", base, cfg, problems)
     _resolve_default_paths(cfg, base)
-    _check_semantics(cfg, problems, failed)
+    _check_semantics(cfg, problems)
     if problems:
         raise ConfigError.many(problems)
     return cfg
@@ -269,17 +268,9 @@ def _set(raw: dict, key: str, value: Any, option: str, problems: list[ConfigErro
     raw.setdefault("__overridden__", {})[key] = option
 
 
-def _fill(
-    target: Any,
-    raw: dict,
-    prefix: str,
-    base: Path,
-    cfg: Config,
-    problems: list[ConfigError],
-    failed: set[str],
-) -> None:
-    """Copy raw values into the dataclass `target`, converting and checking each against its field.
-    Keys whose value was refused go into `failed` (they keep their defaults)."""
+def _fill(target: Any, raw: dict, prefix: str, base: Path, cfg: Config, problems: list[ConfigError]) -> None:
+    """Copy raw values into the dataclass `target`, converting and checking each against its field
+    (a refused value leaves the default in place and adds a problem naming its key)."""
     fields = {f.name: f for f in dataclasses.fields(target) if not f.metadata.get("internal")}
     hints = typing.get_type_hints(type(target))
     for name, value in raw.items():
@@ -297,9 +288,8 @@ def _fill(
                 problems.append(
                     ConfigError(f"must be a section of keys, got {_show(value)}", where=where, key=key)
                 )
-                failed.add(key)
                 continue
-            _fill(getattr(target, name), value, key + ".", base, cfg, problems, failed)
+            _fill(getattr(target, name), value, key + ".", base, cfg, problems)
             continue
         # Command-line values resolve against the working directory, file values against the config's folder.
         relative_to = Path.cwd() if key in cfg.overridden else base
@@ -309,7 +299,6 @@ def _fill(
             converted = _resolve_paths(converted, f.metadata, relative_to)
         except ValueError as e:
             problems.append(ConfigError(str(e), where=where, key=key, hint=_allowed(f, hint_type)))
-            failed.add(key)
             continue
         setattr(target, name, converted)
 
@@ -478,10 +467,11 @@ def _resolve(value: Any, meta: dict, base: Path) -> Any:
 # which knows which files the command needs.
 
 
-def _check_semantics(cfg: Config, problems: list[ConfigError], failed: set[str]) -> None:
-    """Impossible combinations. A check is skipped when a key it reads was refused already (it holds
-    its default, so the check would report a combination the user never wrote)."""
+def _check_semantics(cfg: Config, problems: list[ConfigError]) -> None:
+    """Impossible combinations. A check is skipped when a key it reads has a problem already (a
+    refused value holds its default, so the check would report a combination the user never wrote)."""
     t = cfg.training
+    failed = {p.key for p in problems if p.key}
 
     def bad(key: str, message: str, hint: str | None = None, reads: tuple[str, ...] = ()) -> None:
         if any(k == f or k.startswith(f + ".") for k in (key, *reads) for f in failed):
