@@ -165,7 +165,8 @@ def validate(
     config: ConfigSource, overrides: Overrides = None, *, resume: str | None = None, overwrite: bool = False
 ) -> Result:
     """`ptft validate`: check the config and its data (schema, paths, columns, labels) without
-    training or importing torch; raises `PtftError` on the first command-level problem."""
+    training or importing torch; a problem raises `PtftError` (where `ptft validate` exits 2).
+    `results` holds what was checked (task, model, data, batch, output_dir)."""
     from ptft_cli.runner import RunOptions
 
     values = {} if resume is None else {"resume": ("resume=", resume_value(resume))}

@@ -17,6 +17,7 @@ import glob
 import json
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,8 +70,7 @@ def _train(cfg: Config, command: str, opts: RunOptions, world: Any) -> dict[str,
     #    checks; if any fails, all stop with the same line (`agreeing`).
     with agreeing(world):
         task = tasks.get(cfg, command)
-        models.check_refs(cfg, command)
-        inputs = task.read_inputs(cfg, command)
+        _, inputs = _gather(lambda: models.check_refs(cfg, command), lambda: task.read_inputs(cfg, command))
         run = RunDir(cfg.output_dir)
         saved = resume_point(cfg, run, opts, inputs.files)
     _same_checkpoint(cfg, world, saved)
@@ -181,6 +181,24 @@ def _train(cfg: Config, command: str, opts: RunOptions, world: Any) -> dict[str,
     finally:
         if claim is not None:
             claim.release()
+
+
+def _gather(*checks: Callable[[], Any]) -> list[Any]:
+    """Run independent checks (the model, the data, ...) and report every one's user errors
+    together: a wrong model path and a missing data file are one error listing both."""
+    results, problems = [], []
+    for check in checks:
+        try:
+            results.append(check())
+        except PtftError as e:
+            results.append(None)
+            problems.append(e)
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:  # one kind (all DataError, ...) keeps its type
+        kind = type(problems[0]) if len({type(e) for e in problems}) == 1 else PtftError
+        raise kind.many([p for e in problems for p in e.problems])
+    return results
 
 
 def _same_checkpoint(cfg: Config, world: Any, saved: checkpoint.Saved | None) -> None:
@@ -696,20 +714,25 @@ def validate(cfg: Config, opts: RunOptions | None = None) -> dict[str, str]:
     opts = opts or RunOptions()
     task = tasks.get(cfg)
     command = task.COMMANDS[0]
-    models.check_refs(cfg, command)
+    hub = cfg.data.dataset  # reading a Hub dataset may need the network: training will check it
+    predicts = cfg.predict.input or cfg.predict.prompt is not None
+    _, inputs, predicted = _gather(
+        lambda: models.check_refs(cfg, command),
+        lambda: None if hub else task.read_inputs(cfg, command),
+        lambda: task.prediction_inputs(cfg) if predicts else None,
+    )
     rows: list[tuple[str, str]] = [
         ("task", cfg.task),
         ("model", cfg.model.name_or_path or f"new {cfg.model.architecture}"),
     ]
-    if cfg.data.dataset:  # reading a Hub dataset may need the network: training will check it
+    if hub:
         rows.append(("data", f"Hub dataset {cfg.data.dataset} (checked when training starts)"))
         files: list[Path] = []
     else:
-        inputs = task.read_inputs(cfg, command)
         rows += inputs.summary
         files = inputs.files
-    if cfg.predict.input or cfg.predict.prompt is not None:
-        rows += task.prediction_inputs(cfg).summary
+    if predicted is not None:
+        rows += predicted.summary
     if cfg.evaluate.data:
         rows.append(("evaluate.data", str(cfg.evaluate.data)))
     t, d = cfg.training, cfg.distributed

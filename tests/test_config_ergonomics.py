@@ -3,6 +3,7 @@ is sent to its section, and every problem of a config is reported at once (exit 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -131,3 +132,16 @@ def test_an_api_error_lists_every_problem_on_its_own_line() -> None:
         "hint (num_train_epochs): did you mean `training.epochs`? (`num_train_epochs` is Hugging Face's name for it)",
         "hint (training.batch_size): allowed: integer (>= 1, <= 1048576)",
     ]
+
+
+def test_a_missing_model_and_a_missing_data_file_are_reported_together(cli, write_config, tmp_path) -> None:
+    cfg = write_config()
+    text = cfg.read_text().replace("train: data/train.csv", "train: data/nope.csv")
+    cfg.write_text(re.sub(r"name_or_path: .*", "name_or_path: ./no-model", text, count=1))
+    for command in ("validate", "finetune"):
+        result = cli(command, "--config", cfg)
+        assert result.exit_code == 2 and "Traceback" not in result.output
+        errors = result.output.strip().splitlines()
+        assert len(errors) == 2 and all(e.startswith("error: ") for e in errors), result.output
+        assert "model.name_or_path" in errors[0] and "nope.csv" in errors[1], errors
+    assert not (tmp_path / "run").exists()

@@ -97,8 +97,20 @@ def load_dict(
             raw[key] = value
     raw.pop("__overridden__", None)  # dotted keys name the dict itself, which `where` says anyway
     _check_size(raw, Path(origin))
-    cfg = Config(source=None, origin=origin)
+    # every key the dict sets, with no line: "set by the user" (a default may be adjusted, a set value not)
+    lines = {key: 0 for key in _keys(raw, "")}
+    cfg = Config(source=None, lines=lines, origin=origin)
     return _build(cfg, raw, Path.cwd(), (overrides, values), problems)
+
+
+def _keys(raw: dict, prefix: str) -> list[str]:
+    """The dotted keys of nested data, at most 3 levels deep (as `_record_lines` records a file's)."""
+    keys = []
+    for name, value in raw.items():
+        keys.append(f"{prefix}{name}")
+        if isinstance(value, dict) and prefix.count(".") < 2:
+            keys += _keys(value, f"{prefix}{name}.")
+    return keys
 
 
 def _plain_data(value: Any) -> Any:
