@@ -46,7 +46,7 @@ class Result:
     run_dir: Path  # the run directory (`output_dir`)
     # pretrain/finetune: results.json's content; evaluate: metrics.json's; predict: {"rows": [...]}
     # (the predictions as written); validate: what it checked (task, model, data, batch, ...)
-    results: dict[str, Any]
+    results: dict[str, Any] = field(repr=False)  # thousands of rows must not flood a notebook
     config: Config = field(repr=False)  # the resolved config the command ran with
     output: Path | None = None  # the file written: results.json, metrics.json or the predictions
 

@@ -88,6 +88,10 @@ def test_a_bad_dict_raises_a_typed_error_naming_the_key(tiny_bert: Path, data_di
         ptft.validate(3)  # type: ignore[arg-type]
     with pytest.raises(ptft.ConfigError, match="config file not found"):
         ptft.finetune(data_dir / "nope.yaml")
+    looped: dict = {"output_dir": "o"}
+    looped["training"] = looped
+    with pytest.raises(ptft.ConfigError, match="<dict>: .* refers to itself"):
+        ptft.validate(looped)
 
 
 def test_validate_and_load_config_from_a_path(write_config, tmp_path: Path) -> None:

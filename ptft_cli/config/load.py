@@ -86,6 +86,7 @@ def load_dict(
             where=origin,
             hint="e.g. {'task': 'classification', 'output_dir': 'runs/x', ...}",
         )
+    _check_size(data, Path(origin))  # before anything walks it: a dict may contain itself
     problems: list[ConfigError] = []
     raw: dict[str, Any] = {}
     for key, value in _plain_data(data).items():
@@ -96,7 +97,6 @@ def load_dict(
         else:
             raw[key] = value
     raw.pop("__overridden__", None)  # dotted keys name the dict itself, which `where` says anyway
-    _check_size(raw, Path(origin))
     # every key the dict sets, with no line: "set by the user" (a default may be adjusted, a set value not)
     lines = {key: 0 for key in _keys(raw, "")}
     cfg = Config(source=None, lines=lines, origin=origin)
