@@ -6,11 +6,14 @@
       split.json           the validation rows held out of the training file (when a fraction was held out)
       metrics.jsonl        one JSON object per logged step or evaluation
       results.json         final and best metrics when training ends
-      loss.png             training and validation loss by step
+      loss.png             training loss by step, training and validation loss at each evaluation
+      tensorboard/ wandb/ mlruns/   experiment trackers' own files (logging.report_to)
       model/               final model + tokenizer (the best one when training.best_metric is set)
       checkpoints/step-N/  a resumable checkpoint (see `save_checkpoint`)
       eval/                `ptft evaluate`: metrics.json, confusion_matrix.png
       predictions.jsonl    `ptft predict` (unless --output says otherwise)
+      explanations.jsonl   `ptft explain`: per-token attributions (unless --output says otherwise)
+      explanations.html    the same as a self-contained page (beside the .jsonl)
 
 Every file is written to a temporary name and renamed into place, so a kill at any moment leaves
 the previous version intact. A checkpoint becomes visible only once complete (its `checkpoint.json`
@@ -66,6 +69,7 @@ class RunDir:
     checkpoints_dir = property(lambda self: self.path / "checkpoints")
     eval_dir = property(lambda self: self.path / "eval")
     predictions = property(lambda self: self.path / "predictions.jsonl")
+    explanations = property(lambda self: self.path / "explanations.jsonl")
 
     def holds_run(self) -> bool:
         """A ptft run: the marker only ptft writes (or, for older runs, a config.yaml ptft wrote)."""

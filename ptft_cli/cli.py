@@ -58,6 +58,12 @@ ResumeOpt = Annotated[
         show_default=False,
     ),
 ]
+QuietOpt = Annotated[
+    bool,
+    typer.Option(
+        "--quiet", "-q", help="Print only errors and the final summary (no header, progress or step lines)."
+    ),
+]
 NprocOpt = Annotated[
     int | None,
     typer.Option(
@@ -90,13 +96,15 @@ def _load(config: Path, overrides: list[str] | None, values: dict[str, tuple[str
     )
 
 
-def _run(action: Callable[[], Any]) -> None:
-    """Run `action()` (which loads the config and calls the API), turning user errors into exit code 2."""
+def _run(action: Callable[[], Any], quiet: bool = False) -> None:
+    """Run `action()` (which loads the config and calls the API), turning user errors into exit code 2.
+    `quiet`: only errors and the final summary are printed."""
     from ptft_cli import console
     from ptft_cli.distributed import PeerFailed
     from ptft_cli.errors import PtftError
     from ptft_cli.signals import Interrupted
 
+    was_quiet = console.brief(quiet)
     try:
         action()
     except PtftError as e:
@@ -112,6 +120,8 @@ def _run(action: Callable[[], Any]) -> None:
     except KeyboardInterrupt:
         console.error("interrupted")
         raise typer.Exit(130) from None
+    finally:
+        console.brief(was_quiet)  # in-process callers (tests, notebooks) get the setting back
 
 
 def _options(
@@ -161,11 +171,11 @@ def _main(
 
 
 def _train(
-    command: str, config: Path, set_: list[str] | None, flags: tuple[bool, str | None], launch: Any
+    command: str, config: Path, set_: list[str] | None, flags: tuple[bool, str | None, bool], launch: Any
 ) -> None:
     from ptft_cli import api
 
-    overwrite, resume = flags
+    overwrite, resume, quiet = flags
     opts = _options(command, config, set_, resume, overwrite, launch)
     values = {"resume": ("--resume", api.resume_value(resume)), **_launch_values(*launch)}
 
@@ -175,7 +185,7 @@ def _train(
             raise typer.Exit(_launch(cfg))
         api.run(command, cfg, opts)
 
-    _run(action)
+    _run(action, quiet)
 
 
 def _launch_values(nproc: int | None, nnodes: int | None, rdzv: str | None) -> dict[str, tuple[str, Any]]:
@@ -211,9 +221,10 @@ def pretrain(
     nproc: NprocOpt = None,
     nnodes: NnodesOpt = None,
     rdzv_endpoint: RdzvOpt = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Masked-LM or causal-LM pretraining, from scratch or continued from a checkpoint."""
-    _train("pretrain", config, set_, (overwrite, resume), (nproc, nnodes, rdzv_endpoint))
+    _train("pretrain", config, set_, (overwrite, resume, quiet), (nproc, nnodes, rdzv_endpoint))
 
 
 @app.command()
@@ -225,17 +236,18 @@ def finetune(
     nproc: NprocOpt = None,
     nnodes: NnodesOpt = None,
     rdzv_endpoint: RdzvOpt = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Fine-tune a pretrained model: sequence classification, or continued causal-LM training."""
-    _train("finetune", config, set_, (overwrite, resume), (nproc, nnodes, rdzv_endpoint))
+    _train("finetune", config, set_, (overwrite, resume, quiet), (nproc, nnodes, rdzv_endpoint))
 
 
 @app.command()
-def evaluate(config: ConfigOpt, set_: SetOpt = None) -> None:
+def evaluate(config: ConfigOpt, set_: SetOpt = None, quiet: QuietOpt = False) -> None:
     """Metrics of a trained model: accuracy, F1, confusion matrix; loss, perplexity, bits per character."""
     from ptft_cli import api
 
-    _run(lambda: api.run("evaluate", _load(config, set_)))
+    _run(lambda: api.run("evaluate", _load(config, set_)), quiet)
 
 
 @app.command()
@@ -254,6 +266,7 @@ def predict(
             "--prompt", "-p", help="Language models: one prompt or masked text (sets predict.prompt)."
         ),
     ] = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Labels and probabilities for a file of texts; text generation or fill-mask for language models."""
     from ptft_cli import api
@@ -263,7 +276,34 @@ def predict(
         "predict.input": ("--input", os.path.abspath(input.expanduser()) if input else None),
         "predict.output": ("--output", os.path.abspath(output.expanduser()) if output else None),
     }
-    _run(lambda: api.run("predict", _load(config, set_, values)))
+    _run(lambda: api.run("predict", _load(config, set_, values)), quiet)
+
+
+@app.command()
+def explain(
+    config: ConfigOpt,
+    set_: SetOpt = None,
+    input: Annotated[
+        Path | None,
+        typer.Option("--input", "-i", help="Texts to explain (sets explain.input; default predict.input)."),
+    ] = None,
+    text: Annotated[
+        str | None, typer.Option("--text", "-t", help="One text to explain (sets explain.text).")
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="The explanations .jsonl; the .html goes beside it."),
+    ] = None,
+) -> None:
+    """Why a classifier chose its labels: per-token Integrated Gradients and attention rollout (jsonl, html)."""
+    from ptft_cli import runner
+
+    values = {
+        "explain.text": ("--text", text),
+        "explain.input": ("--input", os.path.abspath(input.expanduser()) if input else None),
+        "explain.output": ("--output", os.path.abspath(output.expanduser()) if output else None),
+    }
+    _run(lambda: runner.explain(_load(config, set_, values)))
 
 
 @app.command()

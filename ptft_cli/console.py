@@ -2,7 +2,8 @@
 and text generated for one `--prompt` streams to stdout when that is a terminal.
 
 Rich honours NO_COLOR and drops live bars when stderr is not a terminal; there the progress
-falls back to one plain line per logged step so CI logs stay readable.
+falls back to plain step lines (at least every 10% of the run) so CI and `nohup` logs stay readable.
+`--quiet` (`brief`) keeps only errors, warnings and the final summary.
 """
 
 from __future__ import annotations
@@ -33,7 +34,20 @@ def quiet(enabled: bool) -> None:
     console.quiet = enabled
 
 
-def info(message: str) -> None:
+_brief = False  # --quiet: only errors, warnings and the final summary
+
+
+def brief(enabled: bool) -> bool:
+    """Turn `--quiet` on or off; returns the previous setting (the CLI restores it)."""
+    global _brief
+    before, _brief = _brief, enabled
+    return before
+
+
+def info(message: str, *, summary: bool = False) -> None:
+    """A line for the user; `summary` lines (the final results) are printed even under --quiet."""
+    if _brief and not summary:
+        return
     console.print(Text(message), soft_wrap=True)
 
 
@@ -55,7 +69,9 @@ def error(message: str, hint: str | None = None) -> None:
     console.print(line, soft_wrap=True)
 
 
-def key_values(title: str, rows: Iterable[tuple[str, Any]]) -> None:
+def key_values(title: str, rows: Iterable[tuple[str, Any]], *, summary: bool = False) -> None:
+    if _brief and not summary:
+        return
     # The title is its own line: as a Table title it would wrap to the table's width.
     console.print(Text(title, style="bold underline"), soft_wrap=True)
     table = Table(show_header=False, box=None, padding=(0, 2, 0, 0))
@@ -67,7 +83,9 @@ def key_values(title: str, rows: Iterable[tuple[str, Any]]) -> None:
 
 
 def metrics_table(title: str, metrics: dict[str, Any]) -> None:
-    key_values(title, ((k, fmt(v)) for k, v in metrics.items() if not isinstance(v, (list, dict))))
+    key_values(
+        title, ((k, fmt(v)) for k, v in metrics.items() if not isinstance(v, (list, dict))), summary=True
+    )
 
 
 def fmt(v: Any) -> str:
@@ -91,6 +109,15 @@ def per_class_table(report: dict[str, dict[str, float]]) -> None:
     console.print(table)
 
 
+def per_group_table(column: str, report: dict[str, dict[str, Any]]) -> None:
+    table = Table(title=f"per group ({column})", title_justify="left", min_width=50)
+    for col in ("group", "accuracy", "macro_f1", "support"):
+        table.add_column(col, justify="left" if col == "group" else "right")
+    for group, row in report.items():
+        table.add_row(Text(group), f"{row['accuracy']:.4f}", f"{row['macro_f1']:.4f}", str(row["support"]))
+    console.print(table)
+
+
 def count(n: int) -> str:
     """Human-readable count: 22.7M, 4,000."""
     if n >= 1_000_000:
@@ -98,11 +125,39 @@ def count(n: int) -> str:
     return f"{n:,}"
 
 
-class TrainProgress:
-    """A progress bar over optimizer steps showing loss, samples/s and ETA."""
+def plain_every(total_steps: int, log_every: int) -> int:
+    """Steps between plain progress lines: training.log_every, or denser so that a line comes at
+    least every 10% of the run (a 4-minute run logging every 500 steps must not stay silent)."""
+    return max(1, min(log_every, total_steps // 10))
 
-    def __init__(self, total: int, start: int = 0, description: str = "train"):
-        self.live = console.is_terminal
+
+def rate_text(stats: dict[str, Any]) -> str:
+    """Throughput: tokens/s (with FLOP/s and MFU when known) for language models, else samples/s."""
+    if stats.get("tokens_per_s"):
+        text = f"{stats['tokens_per_s']:,.0f} tok/s"
+        if stats.get("flops_per_s"):
+            text += f" {stats['flops_per_s'] / 1e9:,.1f} GFLOP/s"
+        if stats.get("mfu"):
+            text += f" MFU {stats['mfu']:.0%}"
+        return text
+    return f"{stats.get('samples_per_s') or 0:,.1f} samples/s"
+
+
+def clock(seconds: float) -> str:
+    """1:02:03 or 2:03."""
+    s = int(round(seconds))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+class TrainProgress:
+    """A progress bar over optimizer steps showing loss, throughput and ETA on a terminal; without one,
+    a plain line every `every` steps (and at the last): step/total, loss, lr, throughput, elapsed, ETA.
+    Nothing under --quiet."""
+
+    def __init__(self, total: int, start: int = 0, description: str = "train", every: int = 1):
+        self.live = console.is_terminal and not _brief
+        self.plain = not console.is_terminal and not _brief
+        self.total, self.start, self.every = total, start, max(1, every)
         self.start_time = time.perf_counter()
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
@@ -126,20 +181,29 @@ class TrainProgress:
     def __exit__(self, *exc: Any) -> None:
         self.progress.stop()
 
-    def advance(self, step: int, loss: float | None, rate: str) -> None:
-        """Move the bar; without a terminal, a logging step (one with a rate) prints a plain line."""
+    def advance(self, stats: dict[str, Any]) -> None:
+        """Move the bar to `stats["step"]`; without a terminal, print a plain line every `every` steps."""
+        step, loss = int(stats["step"]), stats.get("loss")
         shown = "-" if loss is None else f"{loss:.4f}"
+        rate = rate_text(stats)
         self.progress.update(self.task, completed=step, loss=shown, rate=rate)
-        if not self.live and rate:
-            total = self.progress.tasks[0].total
-            elapsed = time.perf_counter() - self.start_time
-            console.print(
-                Text(f"step {step}/{total:.0f}  loss {shown}  {rate}  {elapsed:,.0f}s"), soft_wrap=True
-            )
+        if self.plain and (step % self.every == 0 or step == self.total):
+            console.print(Text(self.line(step, shown, stats.get("lr"), rate)), soft_wrap=True)
+
+    def line(self, step: int, loss: str, lr: float | None, rate: str) -> str:
+        elapsed = time.perf_counter() - self.start_time
+        done = step - self.start
+        eta = elapsed / done * (self.total - step) if done > 0 else None
+        return (
+            f"step {step}/{self.total} ({step / max(self.total, 1):.0%})  loss {loss}  "
+            f"lr {'-' if lr is None else f'{lr:.3g}'}  {rate}  elapsed {clock(elapsed)}  "
+            f"eta {'-' if eta is None else clock(eta)}"
+        )
 
     def note(self, message: str) -> None:
-        """A line above the bar (or a plain log line when there is no live bar)."""
-        self.progress.console.print(message)
+        """A line above the bar (or a plain log line when there is no live bar); none under --quiet."""
+        if not _brief:
+            self.progress.console.print(message)
 
 
 @contextlib.contextmanager
@@ -151,7 +215,7 @@ def counting_progress(description: str) -> Iterator[Callable[[int], None]]:
         TimeElapsedColumn(),
         console=console,
         transient=True,
-        disable=not console.is_terminal,
+        disable=not console.is_terminal or _brief,
     )
     task = progress.add_task(description, total=None)
     with progress:

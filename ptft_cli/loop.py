@@ -141,7 +141,8 @@ class Callbacks:
     """Where the loop's results go; the runner decides (console, files, or nowhere)."""
 
     log: Callable[[dict[str, Any]], None]  # a metrics record (training or evaluation)
-    progress: Callable[[int, float | None, str], None]  # step, running loss, throughput text
+    # every step: {step, epoch, lr, loss, samples_per_s, tokens_per_s, ...} of the steps since the last record
+    progress: Callable[[dict[str, Any]], None]
     note: Callable[[str], None]  # a line for the user
     save_checkpoint: Callable[[TrainState], None]  # a resumable checkpoint of this state
     save_model: Callable[[], None]  # the current weights become the run's model (best or final)
@@ -210,8 +211,9 @@ def train(
                 state.epoch += 1
                 state.batch_in_epoch, state.stream = 0, None
 
-            # every log_every steps: training loss, learning rate, throughput
-            if stepped and (state.step % plan.log_every == 0 or state.step == plan.total_steps):
+            # every step: progress (loss, lr and throughput of the steps since the last record);
+            # every log_every steps: that record is written, and the window starts again
+            if stepped:
                 record = {
                     "step": state.step,
                     "epoch": _epoch(state, plan),
@@ -219,12 +221,11 @@ def train(
                     "grad_norm": grad_norm,
                     **_rates(state.window, clock, data.flops_per_token, plan.peak_flops),
                 }
-                cb.log(record)
-                cb.progress(state.step, record["loss"], _shown(record))
-                state.window = Window()
-                clock.window_start = time.perf_counter()
-            elif stepped:
-                cb.progress(state.step, state.window.mean_loss(), "")
+                if state.step % plan.log_every == 0 or state.step == plan.total_steps:
+                    cb.log(record)
+                    state.window = Window()
+                    clock.window_start = time.perf_counter()
+                cb.progress(record)
 
             # every eval_every steps (or at each epoch's end): evaluate, keep the best model
             finished = state.step >= plan.total_steps
@@ -364,17 +365,6 @@ def _rates(
             if peak_flops:  # model FLOPs utilisation: of the stated peak of all devices together
                 out["mfu"] = out["flops_per_s"] / peak_flops
     return out
-
-
-def _shown(record: dict[str, Any]) -> str:
-    if record.get("tokens_per_s"):
-        text = f"{record['tokens_per_s']:,.0f} tok/s"
-        if record.get("flops_per_s"):
-            text += f" {record['flops_per_s'] / 1e9:,.1f} GFLOP/s"
-        if record.get("mfu"):
-            text += f" MFU {record['mfu']:.0%}"
-        return text
-    return f"{record.get('samples_per_s') or 0:.1f} samples/s"
 
 
 def _fmt(v: Any) -> str:

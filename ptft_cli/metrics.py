@@ -8,6 +8,7 @@ import os
 import platform
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,18 +52,57 @@ def _save_png(fig: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def plot_losses(records: list[dict[str, Any]], path: Path, title: str) -> None:
-    """Training loss (per logged step) and validation loss (per evaluation) against the step."""
+@dataclass
+class LossCurves:
+    """What loss.png draws, as (step, loss) points."""
+
+    train: list[tuple[int, float]]  # each training record (the mean over its log_every steps)
+    train_at_eval: list[tuple[int, float]]  # mean training loss since the previous evaluation
+    validation: list[tuple[int, float]]  # validation loss at each evaluation
+
+    def lowest_validation(self) -> tuple[int, float] | None:
+        return min(self.validation, key=lambda p: p[1]) if self.validation else None
+
+
+def loss_curves(records: list[dict[str, Any]]) -> LossCurves:
+    """Training and validation loss from metrics.jsonl's records. The training loss is also averaged
+    over each stretch between two evaluations (each record weighted by the steps it covers), so the
+    two curves share their points: a widening gap where validation rises is overfitting."""
     train = [(r["step"], r["loss"]) for r in records if r.get("loss") is not None and "eval_loss" not in r]
-    val = [(r["step"], r["eval_loss"]) for r in records if r.get("eval_loss") is not None]
-    if not train and not val:
-        return
+    validation = [(r["step"], r["eval_loss"]) for r in records if r.get("eval_loss") is not None]
+    at_eval: list[tuple[int, float]] = []
+    i, previous_step, previous_eval = 0, 0, 0
+    for eval_step, _ in validation:
+        total = weight = 0.0
+        while i < len(train) and train[i][0] <= eval_step:
+            step, loss = train[i]
+            if step > previous_eval:
+                total += loss * (step - previous_step)
+                weight += step - previous_step
+            previous_step, i = step, i + 1
+        if weight:
+            at_eval.append((eval_step, total / weight))
+        previous_eval = eval_step
+    return LossCurves(train, at_eval, validation)
+
+
+def plot_losses(records: list[dict[str, Any]], path: Path, title: str) -> LossCurves | None:
+    """loss.png: training loss per logged step (thin), training and validation loss at each evaluation
+    (markers), and the step of the lowest validation loss. Returns what was drawn (None: nothing)."""
+    curves = loss_curves(records)
+    if not curves.train and not curves.validation:
+        return None
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4))
-    if train:
-        ax.plot(*zip(*train), label="train loss", linewidth=1.2)
-    if val:
-        ax.plot(*zip(*val), "o-", label="validation loss", linewidth=1.5)
+    if curves.train:
+        ax.plot(*zip(*curves.train), label="train loss (per log)", linewidth=1.0, alpha=0.45)
+    if curves.train_at_eval:
+        ax.plot(*zip(*curves.train_at_eval), "s-", label="train loss (per evaluation)", linewidth=1.5)
+    if curves.validation:
+        ax.plot(*zip(*curves.validation), "o-", label="validation loss", linewidth=1.5)
+    best = curves.lowest_validation()
+    if best is not None and len(curves.validation) > 1:
+        ax.axvline(best[0], color="grey", linestyle=":", label=f"lowest validation loss (step {best[0]})")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss (nats)")
     ax.set_title(title)
@@ -70,6 +110,7 @@ def plot_losses(records: list[dict[str, Any]], path: Path, title: str) -> None:
     ax.legend()
     _save_png(fig, path)
     plt.close(fig)
+    return curves
 
 
 def plot_confusion(matrix: list[list[int]], labels: list[str], path: Path, title: str) -> None:

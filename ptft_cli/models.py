@@ -693,6 +693,23 @@ def layer_list(base: Any) -> Any:
     return max(lists, key=len) if lists else None
 
 
+def compile_blocks(model: Any) -> bool:
+    """Regional compilation: `torch.compile` each transformer block's forward (False: no block list).
+
+    Blocks of one class and shape share one compiled graph (Dynamo treats their parameters as
+    inputs), so a cold start compiles one block instead of the whole model: on the nanoGPT shape
+    about a third of the compile time, the same step time. Compiling `forward`, not the module's
+    call, keeps DDP/FSDP2 hooks and activation checkpointing outside the compiled region."""
+    import torch
+
+    blocks = layer_list(model)
+    if blocks is None or len(blocks) == 0:
+        return False
+    for block in blocks:
+        block.forward = torch.compile(block.forward)
+    return True
+
+
 def checkpoint_activations(model: Any, where: str) -> None:
     """Gradient checkpointing: keep only block inputs, recompute the rest in the backward pass
     (about a third more compute for a fraction of the activation memory)."""

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ptft_cli import checkpoint, console, models, tasks
+from ptft_cli import checkpoint, console, models, tasks, tracking
 from ptft_cli.checkpoint import RunDir
 from ptft_cli.config import Config, dump, resume_changes
 from ptft_cli.errors import ConfigError, DataError, PtftError, RunDirError
@@ -70,6 +70,7 @@ def _train(cfg: Config, command: str, opts: RunOptions, world: Any) -> dict[str,
     #    checks; if any fails, all stop with the same line (`agreeing`).
     with agreeing(world):
         task = tasks.get(cfg, command)
+        tracking.check(cfg)
         _, inputs = _gather(lambda: models.check_refs(cfg, command), lambda: task.read_inputs(cfg, command))
         run = RunDir(cfg.output_dir)
         saved = resume_point(cfg, run, opts, inputs.files)
@@ -128,7 +129,7 @@ def _train(cfg: Config, command: str, opts: RunOptions, world: Any) -> dict[str,
     # 3. Several processes: DDP or FSDP2 (collectives: every process gets here); compile; optimizer
     #    and schedule. A resumed run restores them and its loop state.
     replica = distributed.wrap(model, world, cfg.distributed.strategy, hw.precision)
-    if t.compile:
+    if t.compile and not (t.compile_scope == "blocks" and models.compile_blocks(model)):
         replica.forward = torch.compile(replica.forward)
     optimizer = optim.adamw(model, t, hw.device)
     scaler = torch.amp.GradScaler("cuda") if hw.needs_grad_scaler else None
@@ -155,6 +156,8 @@ def _train(cfg: Config, command: str, opts: RunOptions, world: Any) -> dict[str,
     ]
     if saved is not None:
         rows.append(("resume", f"from {saved.path} (step {state.step}, epoch {state.epoch})"))
+    if cfg.logging.report_to:
+        rows.append(("tracking", ", ".join(dict.fromkeys(cfg.logging.report_to))))
     _header(cfg, command, rows, data.seq_len if data.blocks else None, plan, hw)
     claim, history = None, []
     with agreeing(world):
@@ -168,6 +171,8 @@ def _train(cfg: Config, command: str, opts: RunOptions, world: Any) -> dict[str,
     )
     first_step = state.step
     try:
+        if world.main:  # rank 0 alone reports, as it alone writes metrics.jsonl
+            session.trackers = _trackers(cfg, run, config_text, state.step)
         if saved is not None:
             with checkpoint.reading(saved.path):
                 checkpoint.restore_rng(
@@ -179,6 +184,7 @@ def _train(cfg: Config, command: str, opts: RunOptions, world: Any) -> dict[str,
             claim.failed(reached_first_step=state.step > first_step)
         raise
     finally:
+        session.trackers.close()
         if claim is not None:
             claim.release()
 
@@ -199,6 +205,21 @@ def _gather(*checks: Callable[[], Any]) -> list[Any]:
         kind = type(problems[0]) if len({type(e) for e in problems}) == 1 else PtftError
         raise kind.many([p for e in problems for p in e.problems])
     return results
+
+
+def _trackers(cfg: Config, run: RunDir, config_text: str, step: int) -> tracking.Trackers:
+    """The run's experiment trackers (`logging.report_to`), opened after its directory is claimed."""
+    if not cfg.logging.report_to:
+        return tracking.Trackers()
+    info = tracking.RunInfo(
+        directory=run.path,
+        name=cfg.logging.run_name or run.path.name,
+        project=cfg.logging.project or tracking.DEFAULT_PROJECT,
+        config=cfg.to_dict(),
+        config_text=config_text,
+        start_step=step,
+    )
+    return tracking.start(cfg.logging.report_to, info)
 
 
 def _same_checkpoint(cfg: Config, world: Any, saved: checkpoint.Saved | None) -> None:
@@ -244,6 +265,8 @@ class _Session:
     log: MetricsLog | None
     replica: Any  # distributed.Replica: the model as this process trains it
     parameters: dict[str, int]  # total and trainable, for results.json
+    trackers: tracking.Trackers = field(default_factory=tracking.Trackers)  # logging.report_to (rank 0)
+    last_eval: dict[str, Any] = field(default_factory=dict)  # the latest full evaluation (confusion matrix)
 
 
 def _train_and_finish(s: _Session, data: Any, plan: Any, state: Any) -> dict[str, Any]:
@@ -273,9 +296,27 @@ def _train_and_finish(s: _Session, data: Any, plan: Any, state: Any) -> dict[str
                 if plain is not snap.model:
                     checkpoint.save_pretrained(snap.model, None, run.adapter_dir)
 
-    with console.TrainProgress(plan.total_steps, start=state.step) as bar, StopOnSignal(bar.note) as stop:
+    def log(record: dict[str, Any]) -> None:
+        if s.log is not None:
+            s.log.write(record)
+            s.trackers.record(s.log.records[-1])  # as written: NaN and inf are null
+
+    if s.trackers.trackers and data.evaluate is not None:  # keep the last confusion matrix for them
+        evaluate = data.evaluate
+
+        def remembered(model: Any) -> dict[str, Any]:
+            s.last_eval = evaluate(model)
+            return s.last_eval
+
+        data.evaluate = remembered
+
+    every = console.plain_every(plan.total_steps, t.log_every)
+    with (
+        console.TrainProgress(plan.total_steps, start=state.step, every=every) as bar,
+        StopOnSignal(bar.note) as stop,
+    ):
         callbacks = loop.Callbacks(
-            log=s.log.write if s.log is not None else (lambda record: None),
+            log=log,
             progress=bar.advance,
             note=bar.note,
             save_checkpoint=save_checkpoint,
@@ -301,7 +342,28 @@ def _train_and_finish(s: _Session, data: Any, plan: Any, state: Any) -> dict[str
     peaks = world.gather(_peak_memory_gb(s.replica.module))
     if not world.main:
         return {}
-    return _finish(s.cfg, run, s.log, state, (clock, startup, s.opts.started, peaks), s.parameters)
+    results = _finish(s.cfg, run, s.log, state, (clock, startup, s.opts.started, peaks), s.parameters)
+    _report_images(s)
+    return results
+
+
+def _report_images(s: _Session) -> None:
+    """loss.png and the last evaluation's confusion matrix, to the trackers (the matrix is drawn in a
+    temporary folder: the run directory's layout does not change with report_to)."""
+    import tempfile
+
+    from ptft_cli.metrics import plot_confusion
+
+    if not s.trackers.trackers:
+        return
+    s.trackers.image("loss", s.run.loss_png)
+    if "confusion_matrix" in s.last_eval and "labels" in s.last_eval:
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "confusion_matrix.png"
+            plot_confusion(
+                s.last_eval["confusion_matrix"], s.last_eval["labels"], path, "validation: confusion"
+            )
+            s.trackers.image("eval/confusion_matrix", path)
 
 
 def _peak_memory_gb(model: Any) -> float:
@@ -491,7 +553,8 @@ def _already_done(cfg: Config, run: RunDir, state: Any, plan: Any) -> dict[str, 
     why = "stopped early" if state.stopped_early else f"reached {plan.total_steps} steps"
     console.info(
         f"nothing to do: the run in {run.path} {why} at step {state.step}; raise training.max_steps "
-        "(or training.epochs) to train further"
+        "(or training.epochs) to train further",
+        summary=True,
     )
     return json.loads(run.results_json.read_text(encoding="utf-8")) if run.results_json.is_file() else {}
 
@@ -534,7 +597,7 @@ def _finish(
     if t.best_metric and state.best_value is not None:
         shown[f"best {t.best_metric}"] = f"{state.best_value:.4f} at step {state.best_step}"
     console.metrics_table("results", shown)
-    console.info(f"model saved to {run.model_dir}")
+    console.info(f"model saved to {run.model_dir}", summary=True)
     return results
 
 
@@ -565,7 +628,9 @@ def trained_model(cfg: Config, explicit: str | None, key: str) -> str:
     return str(run.model_dir)
 
 
-def _load(cfg: Config, task: Any, ref: str, key: str) -> tasks.Loaded:
+def _load(cfg: Config, task: Any, ref: str, key: str, attn: str | None = None) -> tasks.Loaded:
+    """The trained model and its tokenizer on the configured device (`attn`: an attention kernel
+    that overrides the config's, e.g. eager to return attention weights)."""
     from ptft_cli import hardware
 
     hw = hardware.resolve(cfg.device, cfg.precision, training=False, where=cfg.where("device"))
@@ -574,7 +639,9 @@ def _load(cfg: Config, task: Any, ref: str, key: str) -> tasks.Loaded:
     tokenizer = models.load_tokenizer(
         cfg.tokenizer.name_or_path or ref, cfg.model, tok_key, cfg.where(tok_key)
     )
-    attn = hardware.attn_implementation(cfg.model.attn_implementation, hw.device, cfg.tokenizer.max_length)
+    attn = attn or hardware.attn_implementation(
+        cfg.model.attn_implementation, hw.device, cfg.tokenizer.max_length
+    )
     head = task.head(cfg, None)
     model = models.load_trained(cfg, head, ref, key, attn).to(hw.device)
     if head.pads:
@@ -617,7 +684,9 @@ def evaluate(cfg: Config) -> dict[str, Any]:
     console.metrics_table(f"evaluate · {Path(str(metrics['data'])).name}", headline)
     if "per_class" in metrics:
         console.per_class_table(metrics["per_class"])
-    console.info(f"metrics written to {out_dir / 'metrics.json'}")
+    if "per_group" in metrics:
+        console.per_group_table(str(metrics["group_by"]), metrics["per_group"])
+    console.info(f"metrics written to {out_dir / 'metrics.json'}", summary=True)
     return metrics
 
 
@@ -653,11 +722,77 @@ def predict(cfg: Config) -> Path:
     seconds = time.perf_counter() - started
     checkpoint.write_predictions(out, rows)
     if cfg.predict.prompt is not None and len(rows) == 1 and not (stream and stream.used):
-        console.info(task.shown(rows[0]))
+        console.info(task.shown(rows[0]), summary=True)
     rate = len(rows) / max(seconds, 1e-9)
     console.info(
-        f"{len(rows):,} predictions in {seconds:.1f}s ({rate:,.0f}/s, {loaded.hw.precision}) → {out}"
+        f"{len(rows):,} predictions in {seconds:.1f}s ({rate:,.0f}/s, {loaded.hw.precision}) → {out}",
+        summary=True,
     )
+    return out
+
+
+def explain(cfg: Config) -> Path:
+    """Per-token attributions (Integrated Gradients, attention rollout) of a classifier's predictions,
+    written as explanations.jsonl and a self-contained explanations.html beside it."""
+    from ptft_cli import attribution, explain_page
+
+    task = tasks.explainable(cfg)
+    problems = attribution.check(cfg)
+    if problems:
+        raise ConfigError.many(problems)
+    key = "explain.model" if cfg.explain.model else "output_dir"
+    ref = trained_model(cfg, cfg.explain.model, "explain.model")
+    inputs = task.explanation_inputs(cfg)  # type: ignore[attr-defined]
+    out = Path(cfg.explain.output or RunDir(cfg.output_dir).explanations)
+    out_key = "explain.output" if cfg.explain.output else "output_dir"
+    if out.suffix.lower() != ".jsonl":
+        raise ConfigError(
+            f"explanations are written as .jsonl (and .html beside it), not {out.suffix or '(no extension)'}",
+            where=cfg.where(out_key),
+            key=out_key,
+            hint="name a .jsonl file, e.g. explanations.jsonl",
+        )
+    page = out.with_suffix(".html")
+    protected = {
+        cfg.explain.input or cfg.predict.input or "": "also the input",
+        str(cfg.source): "the config",
+    }
+    for value in (cfg.data.train, cfg.data.validation, cfg.evaluate.data):
+        for pattern in [value] if isinstance(value, str) else value or []:
+            for path in glob.glob(pattern, recursive=True) or [pattern]:
+                protected[path] = "a data file of this config"
+    checkpoint.check_output_file(out, out_key, cfg.where(out_key), protected)
+    if page.exists() and not explain_page.is_ours(page):
+        raise RunDirError(
+            f"{page} exists and is not a page ptft explain wrote",
+            where=cfg.where(out_key),
+            key=out_key,
+            hint="choose another output name; ptft replaces only its own explanation pages",
+        )
+    loaded = _load(cfg, task, ref, key, attn="eager")  # eager: the only kernel that returns attentions
+    attribution.check_tokenizer(cfg, loaded.tokenizer)
+
+    s = attribution.settings(cfg)
+    started = time.perf_counter()
+    with console.counting_progress("explain") as advance:
+        rows = attribution.explain(loaded.model, loaded.tokenizer, inputs.data, s, advance)
+    seconds = time.perf_counter() - started
+    checkpoint.write_predictions(out, rows)
+    title = f"ptft explain · {Path(ref).name} · {len(rows)} text{'s' if len(rows) != 1 else ''}"
+    checkpoint.atomic_write_text(page, explain_page.page(rows, s.methods, title))
+    summary = [("model", ref), *inputs.summary, ("methods", ", ".join(s.methods))]
+    if attribution.IG in s.methods and rows:
+        deltas = [abs(r["ig_convergence_delta"]) for r in rows]
+        summary.append(
+            (
+                "IG convergence",
+                f"|delta| mean {sum(deltas) / len(deltas):.2e}, max {max(deltas):.2e} "
+                f"({s.steps} steps, {attribution.baseline_token(s.baseline, loaded.tokenizer)} baseline)",
+            )
+        )
+    summary.append(("time", f"{seconds:.1f}s ({len(rows) / max(seconds, 1e-9):.1f} texts/s)"))
+    console.key_values("explain", summary)
+    console.info(f"explanations written to {out} and {page}")
     return out
 
 
@@ -714,6 +849,7 @@ def validate(cfg: Config, opts: RunOptions | None = None) -> dict[str, str]:
     opts = opts or RunOptions()
     task = tasks.get(cfg)
     command = task.COMMANDS[0]
+    tracking.check(cfg)
     hub = cfg.data.dataset  # reading a Hub dataset may need the network: training will check it
     predicts = cfg.predict.input or cfg.predict.prompt is not None
     _, inputs, predicted = _gather(

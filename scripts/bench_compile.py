@@ -1,8 +1,10 @@
 """`training.compile: true` against eager PyTorch on the nanoGPT-shape CLM run, same machine, same run.
 
-configs/pretrain/shakespeare_char.yaml (4 layers, 128 wide, block 64, batch 12, 2,000 steps) three
-times: eager; compiled with an empty compile cache (what a first run pays: Inductor generates and
-builds C++ kernels); compiled again with the cache warm (every later run of the same shapes).
+configs/pretrain/shakespeare_char.yaml (4 layers, 128 wide, block 64, batch 12, 2,000 steps) four
+times: eager; compiled (the default `compile_scope: blocks`: each transformer block's forward, one
+graph shared by the blocks) with an empty compile cache (what a first run pays: Inductor generates
+and builds C++ kernels); compiled again with the cache warm (every later run of the same shapes);
+and the whole model compiled (`compile_scope: model`) with an empty cache.
 Printed: steady-state tokens/s (median of the logged windows after the first two, so compilation
 is not in it), the training loop's seconds (compilation included) and each against eager.
 
@@ -24,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "pretrain" / "shakespeare_char.yaml"
 
 
-def run(work: Path, name: str, args: argparse.Namespace, compile_: bool, cache: Path) -> dict:
+def run(work: Path, name: str, args: argparse.Namespace, scope: str | None, cache: Path) -> dict:
+    """One training run; scope None is eager, else `training.compile` with that `compile_scope`."""
     out = work / name
     cmd = [
         sys.executable,
@@ -42,7 +45,8 @@ def run(work: Path, name: str, args: argparse.Namespace, compile_: bool, cache: 
         f"training.max_steps={args.steps}",
         f"training.eval_every={args.steps}",
         "training.log_every=100",
-        f"training.compile={str(compile_).lower()}",
+        f"training.compile={str(scope is not None).lower()}",
+        f"training.compile_scope={scope or 'blocks'}",
     ):
         cmd += ["--set", o]
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache)}
@@ -69,9 +73,10 @@ def main() -> None:
         work = Path(tmp)
         cache = work / "inductor-cache"
         rows = [
-            run(work, "eager", args, False, cache),
-            run(work, "compile (cold cache)", args, True, cache),
-            run(work, "compile (warm cache)", args, True, cache),
+            run(work, "eager", args, None, cache),
+            run(work, "compile (cold cache)", args, "blocks", cache),
+            run(work, "compile (warm cache)", args, "blocks", cache),
+            run(work, "compile model (cold)", args, "model", work / "inductor-cache-model"),
         ]
     eager = rows[0]
     print(f"\nnanoGPT-shape CLM, {args.steps} steps, this machine ({os.cpu_count()} CPUs)")

@@ -4,14 +4,18 @@ Both train the same plain copy of the model (its GGUF file dequantised once by
 scripts/reference/gguf_to_hf.py) on the same 128 GSM8K training rows (a `random.Random(0)` shuffle
 of train.jsonl, first 128), with the same settings: LoRA rank 16, alpha 32, dropout 0.05 on every
 linear layer, 1 epoch, batch 8, max length 384, lr 2e-4 with a cosine schedule, loss on the answer
-only (the question rendered with the model's chat template is masked). TRL: scripts/reference/trl_sft.py.
-ptft: `ptft finetune` with the equivalent config, its defaults otherwise (precision auto).
+only (the question rendered with the model's chat template is masked), no warmup, weight decay 0
+(TRL's default; ptft's is 0.01). TRL: scripts/reference/trl_sft.py. ptft: `ptft finetune` with the
+equivalent config, its defaults otherwise (precision auto, length-grouped batches).
 
 Then both merged models are scored by the same code: the reply-token loss of the first 50 test
 questions (fp32, chat template), and greedy answers (256 new tokens at most) to the first 20 test
-questions, counted as in the "#### N" format and as exactly right.
+questions, counted as in the "#### N" format and as exactly right; the same counts over the first
+--more test questions (100 by default: 20 answers are too few to tell two close models apart).
+--keep DIR writes both models' answers there (generations_ptft.jsonl, generations_trl.jsonl).
 
-    python scripts/bench_sft.py [--data ../shared/data/gsm8k] [--rows 128] [--skip-trl RESULT_DIR]
+    python scripts/bench_sft.py [--data ../shared/data/gsm8k] [--rows 128] [--more 100] [--keep DIR]
+                                [--skip-trl RESULT_DIR]
 """
 
 from __future__ import annotations
@@ -74,6 +78,7 @@ training:
   batch_size: 8
   learning_rate: 2.0e-4
   lr_scheduler: cosine
+  weight_decay: 0.0
   log_every: 4
 """,
         encoding="utf-8",
@@ -96,8 +101,9 @@ def run_trl(work: Path, model: Path, train: Path, args: argparse.Namespace) -> d
     return {"train_seconds": result["train_seconds"], "model": out / "model"}
 
 
-def score(model_dir: Path, test: list[dict[str, Any]]) -> dict[str, Any]:
-    """Reply-token loss on test[:50] and greedy answers to test[:20], by ptft's own code paths."""
+def score(model_dir: Path, test: list[dict[str, Any]], more: int) -> dict[str, Any]:
+    """Reply-token loss on test[:50] and greedy answers to test[:more] (counted on the first 20 and
+    on all), by ptft's own code paths."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -124,18 +130,27 @@ def score(model_dir: Path, test: list[dict[str, Any]]) -> dict[str, Any]:
             ).item()
             targets += int((labels != -100).sum())
     options = sft.SftOptions(384)
+    asked = test[: max(20, more)]
     prompts = [
-        sft.generation_prompt([{"role": "user", "content": r["question"]}], tok, options) for r in test[:20]
+        sft.generation_prompt([{"role": "user", "content": r["question"]}], tok, options) for r in asked
     ]
     replies = generate(model, tok, prompts, Generation(max_new_tokens=256, batch_size=20))
     predicted = [sft.extract_answer(r["completion"], GSM8K_ANSWER) for r in replies]
-    expected = [sft.extract_answer(r["answer"], GSM8K_ANSWER) for r in test[:20]]
-    total = sum(p.numel() for p in model.parameters())
+    expected = [sft.extract_answer(r["answer"], GSM8K_ANSWER) for r in asked]
+    formatted = [p is not None for p in predicted]
+    right = [p is not None and p == e for p, e in zip(predicted, expected)]
     return {
         "val_loss": nats / targets,
-        "format": sum(p is not None for p in predicted),
-        "correct": sum(p is not None and p == e for p, e in zip(predicted, expected)),
-        "params": total,
+        "format": sum(formatted[:20]),
+        "correct": sum(right[:20]),
+        "format_more": sum(formatted),
+        "correct_more": sum(right),
+        "asked": len(asked),
+        "generations": [
+            {"question": r["question"], "completion": g["completion"], "predicted": p, "expected": e}
+            for r, g, p, e in zip(asked, replies, predicted, expected)
+        ],
+        "params": sum(p.numel() for p in model.parameters()),
     }
 
 
@@ -143,6 +158,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared/data/gsm8k")
     parser.add_argument("--rows", type=int, default=128)
+    parser.add_argument(
+        "--more", type=int, default=100, help="also count answers to this many test questions"
+    )
+    parser.add_argument("--keep", type=Path, help="write both models' answers to this folder")
     parser.add_argument(
         "--skip-trl", type=Path, help="reuse a finished TRL run's folder (its result.json, model/)"
     )
@@ -166,16 +185,24 @@ def main() -> None:
             trl = {"train_seconds": result["train_seconds"], "model": args.skip_trl / "model"}
         else:
             trl = run_trl(work, model, args.data / "train.jsonl", args)
-        scores = {name: score(r["model"], test) for name, r in (("ptft", ptft), ("trl", trl))}
+        scores = {name: score(r["model"], test, args.more) for name, r in (("ptft", ptft), ("trl", trl))}
         trainable = json.loads((work / "ptft" / "results.json").read_text())["parameters"]["trainable"]
     print(f"\nLoRA SFT of SmolLM2-135M-Instruct, {args.rows} GSM8K rows, 1 epoch, batch 8, this machine")
-    print(f"{'':6} {'train s':>8} {'ex/s':>6} {'val loss':>9} {'#### format':>12} {'correct':>8}")
+    n = scores["ptft"]["asked"]
+    more = f"on {n}"
+    print(
+        f"{'':6} {'train s':>8} {'ex/s':>6} {'val loss':>9} {'#### format':>12} {'correct':>8}"
+        f" {'format ' + more:>15} {'correct ' + more:>15}"
+    )
     for name, r in (("ptft", ptft), ("trl", trl)):
         s = scores[name]
         print(
             f"{name:6} {r['train_seconds']:>8.1f} {args.rows / r['train_seconds']:>6.2f} {s['val_loss']:>9.4f} "
-            f"{s['format']:>9}/20 {s['correct']:>5}/20"
+            f"{s['format']:>9}/20 {s['correct']:>5}/20 {s['format_more']:>11}/{n} {s['correct_more']:>11}/{n}"
         )
+        if args.keep:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            write_jsonl(args.keep / f"generations_{name}.jsonl", s["generations"])
     print(
         f"ptft trains {trl['train_seconds'] / ptft['train_seconds']:.2f}× as fast as TRL; "
         f"val loss difference {scores['ptft']['val_loss'] - scores['trl']['val_loss']:+.4f}"

@@ -108,11 +108,13 @@ def test_two_processes_train_and_validate_as_one_classification(
     assert one.exit_code == 0, one.output
     two = ptft(
         "finetune", "--config", config, *common, "--set", f"output_dir={tmp_path / 'two'}", "--set",
-        "training.batch_size=8", "--nproc", "2", cwd=tmp_path,
+        "training.batch_size=8", "--nproc", "2", "--set", "logging.report_to=[tensorboard]", cwd=tmp_path,
     )  # fmt: skip
     assert two.returncode == 0, two.stderr
     assert "8 per process × 1 accumulation × 2 processes = 16 per step" in two.stderr
     assert two.stderr.count("results") == 1  # rank 0 alone prints
+    assert two.stderr.count("step 12/12 (100%)") == 1  # and its plain step lines (stderr is no terminal)
+    assert len(list((tmp_path / "two" / "tensorboard").glob("events.out.tfevents.*"))) == 1  # rank 0 reports
     assert_close_runs(tmp_path / "one", tmp_path / "two")
     assert_close_evals(evals(tmp_path / "one"), evals(tmp_path / "two"))
     assert len(evals(tmp_path / "two")) == 4

@@ -328,6 +328,12 @@ class TrainingConfig:
         "`torch.compile` the model's training forward and backward (the first steps take longer to compile).",
         resume_safe=True,
     )
+    compile_scope: Literal["blocks", "model"] = opt(
+        "blocks",
+        "What `compile` compiles: each transformer block (compiled once, reused by every block of the same "
+        "shape: a fraction of the compile time) or the whole model (fuses across blocks, compiles longest).",
+        resume_safe=True,
+    )
     gradient_checkpointing: bool = opt(
         False,
         "Recompute activations in the backward pass: much less memory for about a third more compute.",
@@ -381,6 +387,11 @@ class EvaluateConfig:
         ge=0,
         le=1_000_000_000,
     )
+    group_by: str | None = opt(
+        None,
+        "Classification: a column of the evaluation data file (e.g. a demographic or a domain); metrics.json "
+        "then also holds accuracy, macro-F1 and support per group, and the largest gap between groups.",
+    )
 
 
 @dataclass
@@ -424,6 +435,47 @@ class PredictConfig:
         'Generation: stop strings, e.g. `["\\n\\n", "Question:"]`: a completion ends before the first one '
         "it contains (finish_reason `stop`); whitespace-only strings count.",
         blank_ok=True,
+    )
+
+
+@dataclass
+class ExplainConfig:
+    model: str | None = opt(None, "Model to explain; null uses `<output_dir>/model`.", model_ref=True)
+    input: str | None = opt(
+        None,
+        "Texts to explain: .txt (one per line), .jsonl or .csv (column `data.text_column`); null: "
+        "`predict.input` (also `--input`).",
+        path=True,
+    )
+    text: str | None = opt(None, "One text to explain instead of a file (also `--text`).")
+    output: str | None = opt(
+        None,
+        "The .jsonl of explanations; the HTML page goes beside it (same name, .html). Null writes "
+        "`<output_dir>/explanations.jsonl` and `.html` (also `--output`).",
+        path=True,
+    )
+    methods: list[Literal["integrated_gradients", "attention_rollout"]] = opt(
+        ["integrated_gradients", "attention_rollout"],
+        "Attributions to compute: Integrated Gradients on the input embeddings towards the predicted "
+        "class's probability (needs captum: pip install 'ptft[explain]') and attention rollout (Abnar & "
+        "Zuidema 2020; the model runs with eager attention to return its attention weights).",
+    )
+    steps: int = opt(
+        50,
+        "Integrated Gradients: interpolation steps between baseline and input (more: smaller "
+        "convergence delta, slower).",
+        ge=2,
+        le=10_000,
+    )
+    baseline: Literal["auto", "mask", "pad", "zeros"] = opt(
+        "auto",
+        "Integrated Gradients' reference input: every non-special token replaced by the mask (or pad) "
+        "token, positions and special tokens kept, so only word identity is attributed; or all-zero "
+        "embeddings. `auto`: mask when the tokenizer has one (an MLM-pretrained encoder learnt it as 'a "
+        "word, unknown'; pad is never attended in training, so its embedding means little), else pad.",
+    )
+    max_examples: int = opt(
+        100, "Explain at most this many texts (the first ones of the input).", ge=1, le=1_000_000
     )
 
 
@@ -489,6 +541,20 @@ class SftConfig:
 
 
 @dataclass
+class LoggingConfig:
+    report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = opt(
+        [],
+        "Experiment trackers that receive every metrics.jsonl record (as `train/loss`, `eval/accuracy`, ... at "
+        "the global step), the resolved config as hyperparameters and loss.png / the confusion matrix as "
+        "images: `tensorboard` (event files in `<output_dir>/tensorboard/`), `wandb` (offline unless "
+        "WANDB_MODE or an API key says otherwise), `mlflow` (MLFLOW_TRACKING_URI, else "
+        "`<output_dir>/mlruns`). Each is an optional extra, e.g. `pip install 'ptft[tensorboard]'`.",
+    )
+    project: str | None = opt(None, "W&B project and MLflow experiment the run is filed under; null: `ptft`.")
+    run_name: str | None = opt(None, "The run's name in the trackers; null: the output directory's name.")
+
+
+@dataclass
 class Config:
     task: str = opt(
         "classification",
@@ -535,11 +601,18 @@ class Config:
     sft: SftConfig = field(
         default_factory=SftConfig, metadata={"doc": "Instruction and chat fine-tuning (task sft)."}
     )
+    logging: LoggingConfig = field(
+        default_factory=LoggingConfig,
+        metadata={"doc": "Experiment tracking (TensorBoard, W&B, MLflow).", "resume_safe": True},
+    )
     evaluate: EvaluateConfig = field(
         default_factory=EvaluateConfig, metadata={"doc": "`ptft evaluate`.", "resume_safe": True}
     )
     predict: PredictConfig = field(
         default_factory=PredictConfig, metadata={"doc": "`ptft predict`.", "resume_safe": True}
+    )
+    explain: ExplainConfig = field(
+        default_factory=ExplainConfig, metadata={"doc": "`ptft explain`.", "resume_safe": True}
     )
 
     # Not schema keys: where the config came from, for error messages and the resolved copy.

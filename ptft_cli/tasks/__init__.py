@@ -138,6 +138,29 @@ def get(cfg: Config, command: str | None = None) -> Task:
                 hint=f"allowed: {', '.join(task.METRICS)}",
             )
         )
+    if cfg.evaluate.group_by is not None and not hasattr(task, "group_report"):
+        problems.append(
+            ConfigError(
+                f"task {task.NAME} has no per-group metrics",
+                where=cfg.where("evaluate.group_by"),
+                key="evaluate.group_by",
+                hint="evaluate.group_by is for classification; remove it",
+            )
+        )
     if problems:
         raise ConfigError.many(problems)
     return task  # type: ignore[return-value]
+
+
+def explainable(cfg: Config) -> Task:
+    """The configured task, if `ptft explain` can explain it (it defines `explanation_inputs`)."""
+    task = get(cfg)
+    if not hasattr(task, "explanation_inputs"):
+        takes = [name for name, t in _registry().items() if hasattr(t, "explanation_inputs")]
+        raise ConfigError(
+            f"`ptft explain` explains classifiers, not task {cfg.task!r}",
+            where=cfg.where("task"),
+            key="task",
+            hint=f"`ptft explain` takes task: {' | '.join(takes)}",
+        )
+    return task

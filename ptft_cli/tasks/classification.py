@@ -40,6 +40,7 @@ class Examples:
     pairs: list[str] | None
     labels: list[int]
     source: str  # file (or hub split) they came from, for messages
+    groups: list[str] | None = None  # evaluate.group_by: each row's group
 
 
 @dataclass
@@ -148,6 +149,7 @@ def _subset(ex: Examples, idx: list[int]) -> Examples:
         [ex.pairs[i] for i in idx] if ex.pairs else None,
         [ex.labels[i] for i in idx],
         ex.source,
+        [ex.groups[i] for i in idx] if ex.groups is not None else None,
     )
 
 
@@ -218,7 +220,29 @@ def read_labelled(cfg: Config, key: str, names: list[str]) -> Examples:
     path = getattr(getattr(cfg, section), name)
     data_io.require_file(path, key, cfg.where(key))
     table = data_io.read_table(path, cfg.data.format, text_column=cfg.data.text_column)
-    return _examples(cfg, table, names, "model")
+    examples = _examples(cfg, table, names, "model")
+    examples.groups = groups_of(cfg, table)
+    return examples
+
+
+def groups_of(cfg: Config, table: data_io.Table) -> list[str] | None:
+    """Each row's value in the evaluate.group_by column (None when not grouping); a row without one
+    is its own group, `(none)`."""
+    column = cfg.evaluate.group_by
+    if column is None:
+        return None
+    missing = next((i for i, row in enumerate(table.rows) if column not in row), None)
+    if missing is not None:
+        present = ", ".join(map(str, table.rows[missing])) or "none"
+        raise DataError(
+            f"no column {column!r} to group by (evaluate.group_by, {cfg.where('evaluate.group_by')}); "
+            f"its columns: {present}",
+            where=table.where(missing),
+            key="evaluate.group_by",
+            hint="set evaluate.group_by to one of its columns, or add the column to the file",
+        )
+    values = [row[column] for row in table.rows]
+    return [_label_key(v) if v is not None and str(v).strip() else "(none)" for v in values]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -230,6 +254,23 @@ def confusion(y_true: list[int], y_pred: list[int], k: int) -> list[list[int]]:
     for t, p in zip(y_true, y_pred):
         m[t][p] += 1
     return m
+
+
+def group_report(y_true: list[int], y_pred: list[int], groups: list[str], names: list[str]) -> dict[str, Any]:
+    """Accuracy, macro-F1 and support per group, and the largest gap between two groups for each
+    metric (max - min), e.g. to compare a classifier across demographics or domains."""
+    per_group: dict[str, dict[str, Any]] = {}
+    for g in sorted(set(groups)):
+        idx = [i for i, x in enumerate(groups) if x == g]
+        r = report([y_true[i] for i in idx], [y_pred[i] for i in idx], names)
+        per_group[g] = {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"], "support": len(idx)}
+    out: dict[str, Any] = {"per_group": per_group}
+    for metric in ("accuracy", "macro_f1"):
+        low = min(per_group, key=lambda g: per_group[g][metric])
+        high = max(per_group, key=lambda g: per_group[g][metric])
+        out[f"group_{metric}_gap"] = per_group[high][metric] - per_group[low][metric]
+        out[f"group_{metric}_range"] = {"lowest": low, "highest": high}
+    return out
 
 
 def report(y_true: list[int], y_pred: list[int], names: list[str]) -> dict[str, Any]:
@@ -420,11 +461,15 @@ def evaluation_inputs(cfg: Config, run: RunDir, model_ref: str) -> Inputs:
     if key is not None:
         examples = read_labelled(cfg, key, names) if names else None
         source = cfg.evaluate.data or cfg.data.validation
+        if examples is None and cfg.evaluate.group_by:  # the group column is checked before loading
+            _check_groups(cfg, getattr(getattr(cfg, key.split(".")[0]), key.split(".")[1]), key)
         if key == "data.validation" and examples is not None:
             examples = _first(examples, cfg.data.max_eval_samples)
         return Inputs((key, examples), [("data", f"{source}")])
     if run.split_json.is_file():
         split = json.loads(run.split_json.read_text(encoding="utf-8"))
+        if cfg.evaluate.group_by:
+            _check_groups(cfg, split["data"], "data.train")
         return Inputs(("split", split), [("data", f"rows held out of {split['data']}")])
     raise ConfigError(
         "no labelled data to evaluate on",
@@ -432,6 +477,12 @@ def evaluation_inputs(cfg: Config, run: RunDir, model_ref: str) -> Inputs:
         key="evaluate.data",
         hint="set evaluate.data (or data.validation) to a labelled file",
     )
+
+
+def _check_groups(cfg: Config, path: str, key: str) -> None:
+    """The evaluation file `path` (named by config `key`) has the evaluate.group_by column."""
+    data_io.require_file(path, key, cfg.where(key))
+    groups_of(cfg, data_io.read_table(path, cfg.data.format, text_column=cfg.data.text_column))
 
 
 def _held_out(cfg: Config, split: dict[str, Any], names: list[str]) -> Examples:
@@ -446,7 +497,9 @@ def _held_out(cfg: Config, split: dict[str, Any], names: list[str]) -> Examples:
             hint="set evaluate.data to a labelled file",
         )
     table = data_io.read_table(path, cfg.data.format, text_column=cfg.data.text_column)
-    examples = _subset(_examples(cfg, table, names, "model"), split["rows"])
+    examples = _examples(cfg, table, names, "model")
+    examples.groups = groups_of(cfg, table)
+    examples = _subset(examples, split["rows"])
     examples.source = f"{path} (held-out {split['validation_fraction']:.0%})"
     return _first(examples, cfg.data.max_eval_samples)
 
@@ -461,15 +514,13 @@ def evaluate(cfg: Config, inputs: Inputs, loaded: Loaded, progress: Callable[[in
         if kind == "data.validation" and payload is None:
             examples = _first(examples, cfg.data.max_eval_samples)
     enc = encode(loaded.tokenizer, examples.texts, examples.pairs, examples.labels, cfg.tokenizer.max_length)
-    metrics = evaluate_examples(
-        loaded.model,
-        enc,
-        names,
-        cfg.training.eval_batch_size,
-        loaded.hw,
-        progress,
-    )
-    metrics.update({"examples": len(enc.labels or []), "data": examples.source})
+    predicted, loss = _scored(loaded.model, enc, cfg.training.eval_batch_size, loaded.hw, progress)
+    assert enc.labels is not None
+    metrics = {"loss": loss / len(enc.labels), **report(enc.labels, predicted, names)}
+    if examples.groups is not None:
+        metrics["group_by"] = cfg.evaluate.group_by
+        metrics.update(group_report(enc.labels, predicted, examples.groups, names))
+    metrics.update({"examples": len(enc.labels), "data": examples.source})
     return metrics
 
 
@@ -483,7 +534,33 @@ def prediction_inputs(cfg: Config) -> Inputs:
             key="predict.input",
             hint="pass --input FILE or set predict.input",
         )
-    data_io.require_file(path, "predict.input", cfg.where("predict.input"))
+    texts, pairs, ids = _read_texts(cfg, path, "predict.input")
+    return Inputs((texts, pairs, ids), [("predict.input", f"{len(texts):,} texts from {path}")])
+
+
+def explanation_inputs(cfg: Config) -> Inputs:
+    """(texts, pairs, ids) for `ptft explain`: explain.text, else the file explain.input (or
+    predict.input), at most explain.max_examples of them."""
+    e = cfg.explain
+    if e.text is not None:
+        return Inputs(([e.text.strip()], None, [1]), [("explain.text", "1 text")])
+    key = "explain.input" if e.input else "predict.input"
+    path = e.input or cfg.predict.input
+    if not path:
+        raise ConfigError(
+            "no texts to explain",
+            where=cfg.where("explain.input"),
+            key="explain.input",
+            hint='pass --input FILE or --text "...", or set explain.input',
+        )
+    texts, pairs, ids = _read_texts(cfg, path, key)
+    n = min(len(texts), e.max_examples)
+    shown = f"{n:,} of {len(texts):,} texts" if n < len(texts) else f"{n:,} texts"
+    return Inputs((texts[:n], pairs[:n] if pairs else None, ids[:n]), [(key, f"{shown} from {path}")])
+
+
+def _read_texts(cfg: Config, path: str, key: str) -> tuple[list[str], list[str] | None, list[Any]]:
+    data_io.require_file(path, key, cfg.where(key))
     fmt = data_io.detect_format(path, "auto")
     if fmt not in ("txt", "jsonl", "csv", "tsv", "json", "parquet"):
         raise DataError(f"cannot read texts from {fmt}", where=path)
@@ -499,7 +576,7 @@ def prediction_inputs(cfg: Config) -> Inputs:
         if fmt != "txt"
         else list(table.lines)
     )
-    return Inputs((texts, pairs, ids), [("predict.input", f"{len(texts):,} texts from {path}")])
+    return texts, pairs, ids
 
 
 def predict(
@@ -625,9 +702,16 @@ def evaluate_examples(
     model: Any, enc: Encoded, names: list[str], batch_size: int, hw: Hardware, progress: Any = None
 ) -> dict[str, Any]:
     """Loss, accuracy, macro-F1, per-class scores and the confusion matrix of labelled examples."""
+    predicted, total_loss = _scored(model, enc, batch_size, hw, progress)
+    assert enc.labels is not None
+    return {"loss": total_loss / len(enc.labels), **report(enc.labels, predicted, names)}
+
+
+def _scored(
+    model: Any, enc: Encoded, batch_size: int, hw: Hardware, progress: Any
+) -> tuple[list[int], float]:
+    """The predicted class of every example (input order) and the summed loss."""
     from ptft_cli.data.sampler import inference_batches
 
     probs, total_loss = forward_probs(model, inference_batches(enc.lengths, batch_size), enc, hw, progress)
-    assert enc.labels is not None
-    predicted = probs.argmax(-1).tolist()
-    return {"loss": total_loss / len(enc.labels), **report(enc.labels, predicted, names)}
+    return probs.argmax(-1).tolist(), total_loss
