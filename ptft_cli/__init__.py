@@ -17,7 +17,7 @@ from ptft_cli.errors import ConfigError, DataError, PtftError, RunDirError
 
 __version__ = "0.1.0"
 
-_API = ("pretrain", "finetune", "evaluate", "predict", "validate", "env", "load_config", "Result")
+_API = ("pretrain", "finetune", "evaluate", "predict", "explain", "validate", "env", "load_config", "Result")
 
 __all__ = [
     "ConfigError",
@@ -28,6 +28,7 @@ __all__ = [
     "__version__",
     "env",
     "evaluate",
+    "explain",
     "finetune",
     "load_config",
     "predict",
@@ -36,7 +37,17 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from ptft_cli.api import Result, env, evaluate, finetune, load_config, predict, pretrain, validate
+    from ptft_cli.api import (
+        Result,
+        env,
+        evaluate,
+        explain,
+        finetune,
+        load_config,
+        predict,
+        pretrain,
+        validate,
+    )
 
 
 def __getattr__(name: str) -> Any:

@@ -42,10 +42,11 @@ TRAINING = ("pretrain", "finetune")
 class Result:
     """What a command produced."""
 
-    command: str  # pretrain | finetune | evaluate | predict | validate
+    command: str  # pretrain | finetune | evaluate | predict | explain | validate
     run_dir: Path  # the run directory (`output_dir`)
     # pretrain/finetune: results.json's content; evaluate: metrics.json's; predict: {"rows": [...]}
-    # (the predictions as written); validate: what it checked (task, model, data, batch, ...)
+    # (the predictions as written); explain: {"rows": [...]} (explanations.jsonl); validate: what it
+    # checked (task, model, data, batch, ...)
     results: dict[str, Any] = field(repr=False)  # thousands of rows must not flood a notebook
     config: Config = field(repr=False)  # the resolved config the command ran with
     output: Path | None = None  # the file written: results.json, metrics.json or the predictions
@@ -161,6 +162,25 @@ def predict(
     return run("predict", cfg)
 
 
+def explain(
+    config: ConfigSource,
+    overrides: Overrides = None,
+    *,
+    input: str | os.PathLike | None = None,
+    text: str | None = None,
+    output: str | os.PathLike | None = None,
+) -> Result:
+    """`ptft explain`: per-token attributions of a classifier's predictions for `input` or one
+    `text`; `results["rows"]` holds the records of the .jsonl written to `output` (the .html beside it)."""
+    values = {
+        "explain.input": ("input=", _absolute(input)),
+        "explain.text": ("text=", text),
+        "explain.output": ("output=", _absolute(output)),
+    }
+    cfg = load_config(config, overrides, {k: v for k, v in values.items() if v[1] is not None})
+    return run("explain", cfg)
+
+
 def validate(
     config: ConfigSource, overrides: Overrides = None, *, resume: str | None = None, overwrite: bool = False
 ) -> Result:
@@ -215,6 +235,9 @@ def run(command: str, cfg: Config, opts: RunOptions | None = None) -> Result:
         return Result(command, run_dir.path, metrics, cfg, out)
     if command == "predict":
         out = runner.predict(cfg)
+        return Result(command, run_dir.path, {"rows": _read_rows(out)}, cfg, out)
+    if command == "explain":
+        out = runner.explain(cfg)
         return Result(command, run_dir.path, {"rows": _read_rows(out)}, cfg, out)
     if command == "validate":
         return Result(command, run_dir.path, runner.validate(cfg, opts), cfg)

@@ -296,14 +296,14 @@ def explain(
     ] = None,
 ) -> None:
     """Why a classifier chose its labels: per-token Integrated Gradients and attention rollout (jsonl, html)."""
-    from ptft_cli import runner
+    from ptft_cli import api
 
     values = {
         "explain.text": ("--text", text),
         "explain.input": ("--input", os.path.abspath(input.expanduser()) if input else None),
         "explain.output": ("--output", os.path.abspath(output.expanduser()) if output else None),
     }
-    _run(lambda: runner.explain(_load(config, set_, values)))
+    _run(lambda: api.run("explain", _load(config, set_, values)))
 
 
 @app.command()

@@ -32,7 +32,7 @@ def tiny_config(tiny_bert: Path, data_dir: Path) -> dict:
 def test_import_is_light_and_exports_the_commands() -> None:
     code = (
         "import sys\nimport ptft_cli as ptft\n"
-        "fns = [ptft.finetune, ptft.pretrain, ptft.evaluate, ptft.predict, ptft.validate, ptft.env]\n"
+        "fns = [ptft.finetune, ptft.pretrain, ptft.evaluate, ptft.predict, ptft.explain, ptft.validate, ptft.env]\n"
         "assert all(callable(f) for f in fns) and issubclass(ptft.ConfigError, ptft.PtftError)\n"
         "print(sorted(m for m in ('torch', 'transformers', 'datasets') if m in sys.modules))\n"
     )
