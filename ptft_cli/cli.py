@@ -1,4 +1,5 @@
-"""The `ptft` command line. Parses arguments, loads the config, calls the runner, maps errors to exit codes.
+"""The `ptft` command line. Parses arguments, then loads the config and runs the command through the
+Python API (`api.load_config`, `api.run`: what `ptft.finetune(...)` calls too), and maps errors to exit codes.
 
 Exit codes: 0 success, 2 user error (config, data, paths: one line naming the place, no traceback),
 1 a bug (traceback), 130 interrupted. torch and transformers are imported inside the commands, so
@@ -7,6 +8,7 @@ Exit codes: 0 success, 2 user error (config, data, paths: one line naming the pl
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import sys
@@ -25,7 +27,7 @@ app = typer.Typer(
     name="ptft",
     help="Pretrain and fine-tune Transformer language models from one YAML file.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion; completing imports no torch
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
@@ -84,17 +86,19 @@ RdzvOpt = Annotated[
 ]
 
 
-def _run(
-    config: Path,
-    overrides: list[str] | None,
-    action: Callable[[Any], Any],
-    values: dict[str, tuple[str, Any]] | None = None,
-    quiet: bool = False,
-) -> None:
-    """Load the config and run `action(cfg)`, turning user errors into exit code 2.
+def _load(config: Path, overrides: list[str] | None, values: dict[str, tuple[str, Any]] | None = None) -> Any:
+    """The checked config (`api.load_config`, as the Python API loads it). `values` are typed
+    command-line options (`--input PATH`, ...) set on the config as they are, never parsed as YAML."""
+    from ptft_cli import api
 
-    `values` are typed command-line options (`--input PATH`, ...) set on the config as they are,
-    never parsed as YAML. `quiet`: only errors and the final summary are printed."""
+    return api.load_config(
+        config, overrides or [], {k: v for k, v in (values or {}).items() if v[1] is not None}
+    )
+
+
+def _run(action: Callable[[], Any], quiet: bool = False) -> None:
+    """Run `action()` (which loads the config and calls the API), turning user errors into exit code 2.
+    `quiet`: only errors and the final summary are printed."""
     from ptft_cli import console
     from ptft_cli.distributed import PeerFailed
     from ptft_cli.errors import PtftError
@@ -102,12 +106,7 @@ def _run(
 
     was_quiet = console.brief(quiet)
     try:
-        from ptft_cli import config as config_mod
-
-        cfg = config_mod.load(
-            config, overrides or [], {k: v for k, v in (values or {}).items() if v[1] is not None}
-        )
-        action(cfg)
+        action()
     except PtftError as e:
         for problem in e.problems:
             console.error(problem.line(), problem.hint)
@@ -174,18 +173,19 @@ def _main(
 def _train(
     command: str, config: Path, set_: list[str] | None, flags: tuple[bool, str | None, bool], launch: Any
 ) -> None:
-    from ptft_cli import runner
+    from ptft_cli import api
 
     overwrite, resume, quiet = flags
     opts = _options(command, config, set_, resume, overwrite, launch)
-    values = {"resume": ("--resume", _resume_value(resume)), **_launch_values(*launch)}
+    values = {"resume": ("--resume", api.resume_value(resume)), **_launch_values(*launch)}
 
-    def action(cfg: Any) -> None:
-        if _launches(cfg):  # this process starts the workers, which run the command itself
+    def action() -> None:
+        cfg = _load(config, set_, values)
+        if api.needs_launch(cfg):  # this process starts the workers, which run the command itself
             raise typer.Exit(_launch(cfg))
-        getattr(runner, command)(cfg, opts)
+        api.run(command, cfg, opts)
 
-    _run(config, set_, action, values, quiet)
+    _run(action, quiet)
 
 
 def _launch_values(nproc: int | None, nnodes: int | None, rdzv: str | None) -> dict[str, tuple[str, Any]]:
@@ -194,14 +194,6 @@ def _launch_values(nproc: int | None, nnodes: int | None, rdzv: str | None) -> d
         "distributed.nnodes": ("--nnodes", nnodes),
         "distributed.rdzv_endpoint": ("--rdzv-endpoint", rdzv),
     }
-
-
-def _launches(cfg: Any) -> bool:
-    """True when this command should start torchrun's workers (and is not one of them)."""
-    from ptft_cli import distributed
-
-    d = cfg.distributed
-    return not distributed.launched() and ((d.nproc_per_node or 1) > 1 or d.nnodes > 1)
 
 
 def _launch(cfg: Any) -> int:
@@ -218,13 +210,6 @@ def _launch(cfg: Any) -> int:
         )
     launch = distributed.Launch(d.nproc_per_node or 1, str(d.nnodes), d.rdzv_endpoint)
     return distributed.run_workers(launch, sys.argv[1:])
-
-
-def _resume_value(resume: str | None) -> str | None:
-    """`auto` stays a word; anything else is a checkpoint path, taken relative to the working directory."""
-    if resume is None or resume == "auto":
-        return resume
-    return os.path.abspath(Path(resume).expanduser())
 
 
 @app.command()
@@ -260,9 +245,9 @@ def finetune(
 @app.command()
 def evaluate(config: ConfigOpt, set_: SetOpt = None, quiet: QuietOpt = False) -> None:
     """Metrics of a trained model: accuracy, F1, confusion matrix; loss, perplexity, bits per character."""
-    from ptft_cli import runner
+    from ptft_cli import api
 
-    _run(config, set_, runner.evaluate, quiet=quiet)
+    _run(lambda: api.run("evaluate", _load(config, set_)), quiet)
 
 
 @app.command()
@@ -284,14 +269,14 @@ def predict(
     quiet: QuietOpt = False,
 ) -> None:
     """Labels and probabilities for a file of texts; text generation or fill-mask for language models."""
-    from ptft_cli import runner
+    from ptft_cli import api
 
     values = {
         "predict.prompt": ("--prompt", prompt),
         "predict.input": ("--input", os.path.abspath(input.expanduser()) if input else None),
         "predict.output": ("--output", os.path.abspath(output.expanduser()) if output else None),
     }
-    _run(config, set_, runner.predict, values, quiet)
+    _run(lambda: api.run("predict", _load(config, set_, values)), quiet)
 
 
 @app.command()
@@ -311,14 +296,14 @@ def explain(
     ] = None,
 ) -> None:
     """Why a classifier chose its labels: per-token Integrated Gradients and attention rollout (jsonl, html)."""
-    from ptft_cli import runner
+    from ptft_cli import api
 
     values = {
         "explain.text": ("--text", text),
         "explain.input": ("--input", os.path.abspath(input.expanduser()) if input else None),
         "explain.output": ("--output", os.path.abspath(output.expanduser()) if output else None),
     }
-    _run(config, set_, runner.explain, values)
+    _run(lambda: api.run("explain", _load(config, set_, values)))
 
 
 @app.command()
@@ -332,7 +317,7 @@ def chat(config: ConfigOpt, set_: SetOpt = None) -> None:
         except EOFError:
             return None
 
-    _run(config, set_, lambda cfg: runner.chat(cfg, ask))
+    _run(lambda: runner.chat(_load(config, set_), ask))
 
 
 @app.command()
@@ -348,11 +333,47 @@ def validate(
     """Check a config and its data (schema, paths, columns, labels, split sizes) without training.
 
     Takes the training commands' options, to check what that run would do (and print its global batch)."""
-    from ptft_cli import runner
+    from ptft_cli import api
 
     opts = _options("validate", config, set_, resume, overwrite)
-    values = {"resume": ("--resume", _resume_value(resume)), **_launch_values(nproc, nnodes, rdzv_endpoint)}
-    _run(config, set_, lambda cfg: runner.validate(cfg, opts), values)
+    values = {
+        "resume": ("--resume", api.resume_value(resume)),
+        **_launch_values(nproc, nnodes, rdzv_endpoint),
+    }
+    _run(lambda: api.run("validate", _load(config, set_, values), opts))
+
+
+@app.command()
+def env(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (for scripts).")] = False,
+) -> None:
+    """Versions, optional extras, the device and precision `auto` picks, threads and GPUs (for bug reports)."""
+    from ptft_cli import api
+
+    def action() -> None:
+        info = api.env()
+        typer.echo(json.dumps(info, indent=2) if as_json else _env_text(info))
+
+    _run(action)
+
+
+def _env_text(info: dict[str, Any]) -> str:
+    extras = info["extras"]
+    rows = [
+        *((k, info[k]) for k in ("ptft", "python", "platform", "torch", "transformers", "peft")),
+        ("extras", ", ".join(f"{k} {v}" for k, v in extras.items() if v) or "none"),
+        ("not installed", ", ".join(k for k, v in extras.items() if not v) or "none"),
+        ("cuda", f"{info['cuda'] or 'not built'}; available: {'yes' if info['cuda_available'] else 'no'}"),
+        ("gpus", ", ".join(info["gpus"]) or "none"),
+        ("mps", "available" if info["mps_available"] else "not available"),
+        ("device (auto)", f"{info['device']} ({info['device_name'] or 'unnamed'})"),
+        (
+            "precision (auto)",
+            f"{info['precision']} ({info['precision_reason']}); evaluate/predict {info['eval_precision']}",
+        ),
+        ("threads", f"{info['threads']} (of {info['cpus']} CPUs)"),
+    ]
+    return "\n".join(f"{key:<17} {value}" for key, value in rows)
 
 
 def main() -> None:

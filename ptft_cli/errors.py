@@ -31,6 +31,17 @@ class PtftError(Exception):
         )
         return f"{prefix}: {message}" if prefix else message
 
+    def __str__(self) -> str:
+        """Every problem on its own line (the API raises this; the CLI prints `problems` itself)."""
+        return "\n".join(p.line() for p in self.problems)
+
+    @property
+    def __notes__(self) -> list[str]:
+        """The hints, shown under the message in a traceback (a notebook cell that calls the API)."""
+        if len(self.problems) == 1:
+            return [f"hint: {self.hint}"] if self.hint else []
+        return [f"hint ({p.key or p.where}): {p.hint}" for p in self.problems if p.hint]
+
     @classmethod
     def many(cls, problems: list[PtftError]) -> PtftError:
         """One error that reports every problem (the first one's text is the headline)."""

@@ -141,7 +141,21 @@ def plot_confusion(matrix: list[list[int]], labels: list[str], path: Path, title
     plt.close(fig)
 
 
+# Optional packages ptft uses when a config asks (pip name -> what needs it); none is imported here.
+OPTIONAL = {
+    "gguf": "model.gguf_file",
+    "bitsandbytes": "lora.quantize_base: nf4 (CUDA)",
+    "flash-attn": "model.attn_implementation: flash_attention_2",
+    "tensorboard": "TensorBoard logging",
+    "wandb": "Weights & Biases logging",
+    "mlflow": "MLflow logging",
+    "captum": "attributions (ptft explain)",
+    "accelerate": "the Trainer reference of scripts/bench_finetune_sst2.py",
+}
+
+
 def environment(device: str, precision: str, precision_why: str, config_dir: Path | None) -> dict[str, Any]:
+    """The machine and software a run ran on (`env.json`; `ptft env` prints it)."""
     import torch
     import transformers
 
@@ -153,17 +167,59 @@ def environment(device: str, precision: str, precision_why: str, config_dir: Pat
         "platform": platform.platform(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
+        "peft": _version("peft"),
+        "extras": {name: _version(name) for name in OPTIONAL},  # null: not installed
         "cuda": torch.version.cuda,
+        "cuda_available": torch.cuda.is_available(),
+        "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        if torch.cuda.is_available()
+        else [],
+        "mps_available": bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()),
         "device": device,
         "device_name": torch.cuda.get_device_name(torch.device(device))
         if device.startswith("cuda")
-        else platform.processor(),
+        else _cpu_name(),
         "precision": precision,
         "precision_reason": precision_why,
         "threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
         "command": sys.argv,
         "git_sha": _git_sha(config_dir),
     }
+
+
+def machine() -> dict[str, Any]:
+    """`ptft env`: `environment` for what `device: auto` and `precision: auto` pick when training
+    here (and the precision evaluate/predict use)."""
+    from ptft_cli import hardware
+
+    hw = hardware.resolve("auto", "auto", training=True, where="ptft env")
+    env = environment(str(hw.device), hw.precision, hw.why, None)
+    del env["command"], env["git_sha"]  # of a run, not of the machine
+    env["eval_precision"] = hw.eval_precision
+    return env
+
+
+def _cpu_name() -> str:
+    """The CPU's model name (`platform.processor()` is empty on Linux)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _version(dist: str) -> str | None:
+    """An installed distribution's version, read from its metadata (the package is not imported)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def _git_sha(folder: Path | None) -> str | None:

@@ -17,6 +17,7 @@ import glob
 import json
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,9 +71,11 @@ def _train(cfg: Config, command: str, opts: RunOptions, world: Any) -> dict[str,
     with agreeing(world):
         task = tasks.get(cfg, command)
         tracking.check(cfg)
-        models.check_refs(cfg, command)
-        distill.check(cfg, task)
-        inputs = task.read_inputs(cfg, command)
+        _, _, inputs = _gather(
+            lambda: models.check_refs(cfg, command),
+            lambda: distill.check(cfg, task),
+            lambda: task.read_inputs(cfg, command),
+        )
         run = RunDir(cfg.output_dir)
         saved = resume_point(cfg, run, opts, inputs.files)
     _same_checkpoint(cfg, world, saved)
@@ -194,6 +197,24 @@ def _train(cfg: Config, command: str, opts: RunOptions, world: Any) -> dict[str,
         session.trackers.close()
         if claim is not None:
             claim.release()
+
+
+def _gather(*checks: Callable[[], Any]) -> list[Any]:
+    """Run independent checks (the model, the data, ...) and report every one's user errors
+    together: a wrong model path and a missing data file are one error listing both."""
+    results, problems = [], []
+    for check in checks:
+        try:
+            results.append(check())
+        except PtftError as e:
+            results.append(None)
+            problems.append(e)
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:  # one kind (all DataError, ...) keeps its type
+        kind = type(problems[0]) if len({type(e) for e in problems}) == 1 else PtftError
+        raise kind.many([p for e in problems for p in e.problems])
+    return results
 
 
 def _trackers(cfg: Config, run: RunDir, config_text: str, step: int) -> tracking.Trackers:
@@ -477,7 +498,7 @@ def _header(
         ("output", str(cfg.output_dir)),
         *resume,
     ]
-    console.key_values(f"ptft {command} · {cfg.source.name if cfg.source else ''}", rows)
+    console.key_values(f"ptft {command} · {cfg.source.name if cfg.source else cfg.name}", rows)
 
 
 def _processes(cfg: Config, world: Any) -> list[tuple[str, str]]:
@@ -516,7 +537,7 @@ def _claim(cfg: Config, run: RunDir, opts: RunOptions, saved: Any, hw: Any, inpu
 
 def _resolved(cfg: Config) -> str:
     """config.yaml's text (and each checkpoint's copy)."""
-    return f"# resolved by ptft from {cfg.source}\n{dump(cfg)}"
+    return f"# resolved by ptft from {cfg.name}\n{dump(cfg)}"
 
 
 def _diverged(cfg: Config, run: RunDir, e: Any) -> PtftError:
@@ -561,7 +582,7 @@ def _finish(
 
     clock, startup, started, peaks = timing
     t = cfg.training
-    plot_losses(log.records, run.loss_png, f"{Path(str(cfg.source)).stem}: loss")
+    plot_losses(log.records, run.loss_png, f"{cfg.source.stem if cfg.source else cfg.name}: loss")
     session = time.perf_counter() - started
     train_seconds = session - startup - clock.side_seconds
     results = {
@@ -608,7 +629,7 @@ def trained_model(cfg: Config, explicit: str | None, key: str) -> str:
             f"no trained model at {run.model_dir}",
             where=cfg.where("output_dir"),
             key="output_dir",
-            hint=f"run `ptft {trains} --config {cfg.source}` first, or set {key} to a model directory",
+            hint=f"run `ptft {trains} --config {cfg.name}` first, or set {key} to a model directory",
         )
     models.check_files(
         str(run.model_dir), "output_dir", cfg.where("output_dir"), tokenizer=not cfg.tokenizer.name_or_path
@@ -832,27 +853,33 @@ def chat(cfg: Config, ask: Any) -> int:
 # validate
 
 
-def validate(cfg: Config, opts: RunOptions | None = None) -> None:
-    """Check the config and data the way the commands would, without loading a model or torch."""
+def validate(cfg: Config, opts: RunOptions | None = None) -> dict[str, str]:
+    """Check the config and data the way the commands would, without loading a model or torch.
+    Returns what it printed (task, model, data, batch, ...)."""
     opts = opts or RunOptions()
     task = tasks.get(cfg)
     command = task.COMMANDS[0]
     tracking.check(cfg)
-    models.check_refs(cfg, command)
-    distill.check(cfg, task)
+    hub = cfg.data.dataset  # reading a Hub dataset may need the network: training will check it
+    predicts = cfg.predict.input or cfg.predict.prompt is not None
+    _, _, inputs, predicted = _gather(
+        lambda: models.check_refs(cfg, command),
+        lambda: distill.check(cfg, task),
+        lambda: None if hub else task.read_inputs(cfg, command),
+        lambda: task.prediction_inputs(cfg) if predicts else None,
+    )
     rows: list[tuple[str, str]] = [
         ("task", cfg.task),
         ("model", cfg.model.name_or_path or f"new {cfg.model.architecture}"),
     ]
-    if cfg.data.dataset:  # reading a Hub dataset may need the network: training will check it
+    if hub:
         rows.append(("data", f"Hub dataset {cfg.data.dataset} (checked when training starts)"))
         files: list[Path] = []
     else:
-        inputs = task.read_inputs(cfg, command)
         rows += inputs.summary
         files = inputs.files
-    if cfg.predict.input or cfg.predict.prompt is not None:
-        rows += task.prediction_inputs(cfg).summary
+    if predicted is not None:
+        rows += predicted.summary
     if cfg.evaluate.data:
         rows.append(("evaluate.data", str(cfg.evaluate.data)))
     t, d = cfg.training, cfg.distributed
@@ -868,8 +895,10 @@ def validate(cfg: Config, opts: RunOptions | None = None) -> None:
     rows.append(("output_dir", str(cfg.output_dir)))
     run = RunDir(cfg.output_dir)
     run.check_location(_protected(cfg, files), cfg.where("output_dir"))  # an error: it could delete data
-    console.key_values(f"{cfg.source}: valid", rows)
+    console.key_values(f"{cfg.name}: valid", rows)
     try:
         resume_point(cfg, run, opts, files)
     except RunDirError as e:
         console.warn(f"training would refuse to start: {e.line()}")
+        rows.append(("warning", f"training would refuse to start: {e.line()}"))
+    return dict(rows)

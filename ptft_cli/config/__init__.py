@@ -1,7 +1,7 @@
 """The config: its schema (`schema.py`: every key, type, default and doc) and how a YAML file becomes
 a checked `Config` (`load.py`). Only this package knows YAML; only the schema holds defaults."""
 
-from ptft_cli.config.load import dump, load, resume_changes
+from ptft_cli.config.load import dump, load, load_dict, resume_changes
 from ptft_cli.config.schema import (
     DECODERS,
     ENCODERS,
@@ -45,6 +45,7 @@ __all__ = [
     "TrainingConfig",
     "dump",
     "load",
+    "load_dict",
     "reference",
     "resume_changes",
     "resume_safe_keys",

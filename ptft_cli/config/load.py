@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import functools
 import math
 import os
 import re
@@ -21,7 +22,8 @@ from typing import Any, Literal, Union
 
 import yaml
 
-from ptft_cli.config.schema import HUB_ID, Config, type_name
+from ptft_cli.config import aliases
+from ptft_cli.config.schema import HUB_ID, Config, reference, type_name
 from ptft_cli.errors import ConfigError
 
 # --------------------------------------------------------------------------------------------
@@ -61,25 +63,94 @@ def load(
             where=f"{path}:{line}",
             hint="save the config as UTF-8",
         ) from None
-    raw, lines = _parse_yaml(text, path)
     problems: list[ConfigError] = []
+    raw, lines = _parse_yaml(text, path, problems)
+    source = path.resolve()
+    cfg = Config(source=source, lines=lines)
+    return _build(cfg, raw, source.parent, (overrides, values), problems)
+
+
+def load_dict(
+    data: dict[str, Any],
+    overrides: list[str] | tuple[str, ...] = (),
+    values: dict[str, tuple[str, Any]] | None = None,
+    *,
+    origin: str = "<dict>",
+) -> Config:
+    """`load` for a config given as Python data (the API's `ptft.finetune({...})`): the same schema,
+    checks and messages, with `origin` where a file would be named. Relative paths resolve against
+    the working directory; a key may also be dotted (`{"training.batch_size": 8}`)."""
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"a config must be a mapping of keys, got {type(data).__name__}",
+            where=origin,
+            hint="e.g. {'task': 'classification', 'output_dir': 'runs/x', ...}",
+        )
+    _check_size(data, Path(origin))  # before anything walks it: a dict may contain itself
+    problems: list[ConfigError] = []
+    raw: dict[str, Any] = {}
+    for key, value in _plain_data(data).items():
+        if isinstance(key, str) and "." in key:
+            _set(raw, key, value, origin, problems)
+        elif isinstance(raw.get(key), dict) and isinstance(value, dict):
+            raw[key].update(value)  # a section given both ways: {"training": {...}, "training.x": 1}
+        else:
+            raw[key] = value
+    raw.pop("__overridden__", None)  # dotted keys name the dict itself, which `where` says anyway
+    # every key the dict sets, with no line: "set by the user" (a default may be adjusted, a set value not)
+    lines = {key: 0 for key in _keys(raw, "")}
+    cfg = Config(source=None, lines=lines, origin=origin)
+    return _build(cfg, raw, Path.cwd(), (overrides, values), problems)
+
+
+def _keys(raw: dict, prefix: str) -> list[str]:
+    """The dotted keys of nested data, at most 3 levels deep (as `_record_lines` records a file's)."""
+    keys = []
+    for name, value in raw.items():
+        keys.append(f"{prefix}{name}")
+        if isinstance(value, dict) and prefix.count(".") < 2:
+            keys += _keys(value, f"{prefix}{name}.")
+    return keys
+
+
+def _plain_data(value: Any) -> Any:
+    """A copy of the user's data that YAML could have produced: paths become strings, tuples lists
+    (the user's own dict is never changed)."""
+    if isinstance(value, dict):
+        return {k: _plain_data(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain_data(v) for v in value]
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return value
+
+
+def _build(
+    cfg: Config,
+    raw: dict,
+    base: Path,
+    changes: tuple[list[str] | tuple[str, ...], dict[str, tuple[str, Any]] | None],
+    problems: list[ConfigError],
+) -> Config:
+    """Apply overrides and typed values to the raw data, fill `cfg` and check it: every problem of
+    the config is gathered into one ConfigError (wrong types and impossible combinations together)."""
+    overrides, values = changes
     for item in overrides:
         _apply_override(raw, item, problems)
     for key, (option, value) in (values or {}).items():
         _set(raw, key, value, option, problems)
-    source = path.resolve()
-    cfg = Config(source=source, lines=lines, overridden=raw.pop("__overridden__", {}))
-    _fill(cfg, raw, "", source.parent, cfg, problems)
-    _resolve_default_paths(cfg, source.parent)
-    if not problems:
-        _check_semantics(cfg, problems)
+    cfg.overridden = raw.pop("__overridden__", {})
+    _fill(cfg, raw, "", base, cfg, problems)
+    _resolve_default_paths(cfg, base)
+    _check_semantics(cfg, problems)
     if problems:
         raise ConfigError.many(problems)
     return cfg
 
 
-def _parse_yaml(text: str, path: Path) -> tuple[dict, dict[str, int]]:
-    """safe_load the text and record the line of every key (`section.key` -> line)."""
+def _parse_yaml(text: str, path: Path, problems: list[ConfigError]) -> tuple[dict, dict[str, int]]:
+    """safe_load the text and record the line of every key (`section.key` -> line); keys that
+    appear twice are added to `problems`."""
     loader = None
     try:
         loader = yaml.SafeLoader(text)  # checks the characters: can raise too
@@ -111,7 +182,7 @@ def _parse_yaml(text: str, path: Path) -> tuple[dict, dict[str, int]]:
             hint="e.g. `task: classification`",
         )
     lines: dict[str, int] = {}
-    _record_lines(node, "", lines, path)
+    _record_lines(node, "", lines, (path, problems))
     return data, lines
 
 
@@ -147,22 +218,28 @@ def _check_size(data: Any, path: Path) -> None:
             stack.extend((child, depth + 1, (*parents, id(value))) for child in children)
 
 
-def _record_lines(node: yaml.Node, prefix: str, lines: dict[str, int], path: Path) -> None:
+def _record_lines(
+    node: yaml.Node, prefix: str, lines: dict[str, int], report: tuple[Path, list[ConfigError]]
+) -> None:
     if not isinstance(node, yaml.MappingNode) or prefix.count(".") >= 2:  # keys are at most 3 levels deep
         return
+    path, problems = report
     seen: set[str] = set()
     for key_node, value_node in node.value:
         key = f"{prefix}{key_node.value}"
         if key in seen:
-            raise ConfigError(
-                "key appears twice",
-                where=f"{path}:{key_node.start_mark.line + 1}",
-                key=key,
-                hint="keep one of them",
+            problems.append(
+                ConfigError(
+                    f"key appears twice (first on line {lines[key]})",
+                    where=f"{path}:{key_node.start_mark.line + 1}",
+                    key=key,
+                    hint="keep one of them",
+                )
             )
+            continue
         seen.add(key)
         lines[key] = key_node.start_mark.line + 1
-        _record_lines(value_node, key + ".", lines, path)
+        _record_lines(value_node, key + ".", lines, report)
 
 
 def _apply_override(raw: dict, item: str, problems: list[ConfigError]) -> None:
@@ -204,18 +281,16 @@ def _set(raw: dict, key: str, value: Any, option: str, problems: list[ConfigErro
 
 
 def _fill(target: Any, raw: dict, prefix: str, base: Path, cfg: Config, problems: list[ConfigError]) -> None:
-    """Copy raw values into the dataclass `target`, converting and checking each against its field."""
+    """Copy raw values into the dataclass `target`, converting and checking each against its field
+    (a refused value leaves the default in place and adds a problem naming its key)."""
     fields = {f.name: f for f in dataclasses.fields(target) if not f.metadata.get("internal")}
     hints = typing.get_type_hints(type(target))
     for name, value in raw.items():
         key = f"{prefix}{name}"
         where = cfg.where(key)
         if name not in fields:
-            problems.append(
-                ConfigError(
-                    "unknown key", where=where, key=key, hint=_suggest(str(name), list(fields), prefix)
-                )
-            )
+            hint = aliases.suggest(str(name), prefix, list(fields), _every_key())
+            problems.append(ConfigError("unknown key", where=where, key=key, hint=hint))
             continue
         f, hint_type = fields[name], hints[name]
         if dataclasses.is_dataclass(hint_type):
@@ -252,11 +327,9 @@ def _resolve_default_paths(section: Any, base: Path) -> None:
             setattr(section, f.name, _resolve_paths(value, f.metadata, base))
 
 
-def _suggest(name: str, valid: list[str], prefix: str) -> str:
-    close = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
-    if close:
-        return f"did you mean `{prefix}{close[0]}`?"
-    return f"valid keys here: {', '.join(valid)}"
+@functools.cache
+def _every_key() -> list[str]:
+    return [row[0] for row in reference()]
 
 
 _SHOW = reprlib.Repr()
@@ -407,9 +480,14 @@ def _resolve(value: Any, meta: dict, base: Path) -> Any:
 
 
 def _check_semantics(cfg: Config, problems: list[ConfigError]) -> None:
+    """Impossible combinations. A check is skipped when a key it reads has a problem already (a
+    refused value holds its default, so the check would report a combination the user never wrote)."""
     t = cfg.training
+    failed = {p.key for p in problems if p.key}
 
-    def bad(key: str, message: str, hint: str | None = None) -> None:
+    def bad(key: str, message: str, hint: str | None = None, reads: tuple[str, ...] = ()) -> None:
+        if any(k == f or k.startswith(f + ".") for k in (key, *reads) for f in failed):
+            return
         problems.append(ConfigError(message, where=cfg.where(key), key=key, hint=hint))
 
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.device):
@@ -417,7 +495,11 @@ def _check_semantics(cfg: Config, problems: list[ConfigError]) -> None:
     if cfg.output_dir is None:
         bad("output_dir", "is required", "e.g. `output_dir: runs/my-run` (relative to the config's folder)")
     if t.warmup_steps is not None and t.warmup_ratio > 0:
-        bad("training.warmup_steps", "set either warmup_steps or warmup_ratio, not both")
+        bad(
+            "training.warmup_steps",
+            "set either warmup_steps or warmup_ratio, not both",
+            reads=("training.warmup_ratio",),
+        )
     if len(t.adam_betas) != 2 or not all(0 <= b < 1 for b in t.adam_betas):
         bad("training.adam_betas", f"{t.adam_betas} must be two numbers in [0, 1)", "e.g. [0.9, 0.999]")
     if isinstance(t.eval_every, int) and t.eval_every < 1:
@@ -425,29 +507,48 @@ def _check_semantics(cfg: Config, problems: list[ConfigError]) -> None:
     if isinstance(t.save_every, int) and t.save_every < 1:
         bad("training.save_every", f"{t.save_every} must be >= 1 or `eval`")
     if t.min_learning_rate > t.learning_rate:
-        bad("training.min_learning_rate", f"{t.min_learning_rate} is above learning_rate {t.learning_rate}")
+        bad(
+            "training.min_learning_rate",
+            f"{t.min_learning_rate} is above learning_rate {t.learning_rate}",
+            reads=("training.learning_rate",),
+        )
     if t.early_stopping_patience is not None and t.best_metric is None:
-        bad("training.early_stopping_patience", "needs training.best_metric to know what 'better' means")
+        bad(
+            "training.early_stopping_patience",
+            "needs training.best_metric to know what 'better' means",
+            reads=("training.best_metric",),
+        )
     d = cfg.data
     m, tok, o = cfg.model, cfg.tokenizer, cfg.objective
     if m.architecture and m.name_or_path:
         bad(
             "model.architecture",
             "set either model.architecture (a new model) or model.name_or_path (a pretrained one), not both",
+            reads=("model.name_or_path",),
         )
     if m.hidden_size % m.num_heads:
-        bad("model.num_heads", f"{m.num_heads} does not divide hidden_size {m.hidden_size}")
+        bad(
+            "model.num_heads",
+            f"{m.num_heads} does not divide hidden_size {m.hidden_size}",
+            reads=("model.hidden_size",),
+        )
     if m.num_kv_heads is not None and m.num_heads % m.num_kv_heads:
-        bad("model.num_kv_heads", f"{m.num_kv_heads} does not divide num_heads {m.num_heads}")
+        bad(
+            "model.num_kv_heads",
+            f"{m.num_kv_heads} does not divide num_heads {m.num_heads}",
+            reads=("model.num_heads",),
+        )
     if m.max_position_embeddings is not None and m.max_position_embeddings < tok.max_length:
         bad(
             "model.max_position_embeddings",
             f"{m.max_position_embeddings} is shorter than tokenizer.max_length {tok.max_length}",
+            reads=("tokenizer.max_length",),
         )
     if tok.type and tok.name_or_path:
         bad(
             "tokenizer.type",
             "set either tokenizer.type (train a new one) or tokenizer.name_or_path, not both",
+            reads=("tokenizer.name_or_path",),
         )
     roles = ("pad", "unk", "bos", "eos", "cls", "sep", "mask")
     for role in tok.special_tokens or {}:
@@ -457,19 +558,33 @@ def _check_semantics(cfg: Config, problems: list[ConfigError]) -> None:
         bad(
             "objective.random_replace_ratio",
             f"mask_replace_ratio + random_replace_ratio = {o.mask_replace_ratio + o.random_replace_ratio:g} exceeds 1",
+            reads=("objective.mask_replace_ratio",),
         )
     if d.streaming and t.max_steps is None:
-        bad("data.streaming", "a stream has no known length, so training needs training.max_steps")
+        bad(
+            "data.streaming",
+            "a stream has no known length, so training needs training.max_steps",
+            reads=("training.max_steps",),
+        )
     if d.streaming and not d.validation and not d.dataset and d.validation_fraction > 0:
         bad(
             "data.streaming",
             "a stream cannot hold out a fraction",
             "set data.validation to a file, or data.validation_fraction: 0",
+            reads=("data.validation", "data.dataset", "data.validation_fraction"),
         )
     if d.dataset and d.train:
-        bad("data.dataset", "set either data.dataset (Hub) or data.train (local file), not both")
+        bad(
+            "data.dataset",
+            "set either data.dataset (Hub) or data.train (local file), not both",
+            reads=("data.train",),
+        )
     if cfg.model.freeze_backbone and cfg.model.train_top_k_layers is not None:
-        bad("model.train_top_k_layers", "conflicts with model.freeze_backbone: choose one")
+        bad(
+            "model.train_top_k_layers",
+            "conflicts with model.freeze_backbone: choose one",
+            reads=("model.freeze_backbone",),
+        )
     if d.labels is not None and len(set(d.labels)) != len(d.labels):
         bad("data.labels", "label names must be distinct")
     if d.labels is not None and len(d.labels) < 2:

@@ -708,6 +708,13 @@ class Config:
     overridden: dict[str, str] = field(
         default_factory=dict, repr=False, compare=False, metadata={"internal": True}
     )
+    # what messages name when there is no file: `<dict>` for a config given as Python data
+    origin: str = field(default="<config>", repr=False, compare=False, metadata={"internal": True})
+
+    @property
+    def name(self) -> str:
+        """The config file, or `origin` for one that was never a file."""
+        return str(self.source) if self.source is not None else self.origin
 
     def where(self, key: str) -> str:
         """`file:line` of a key, the option that set it on the command line, or just the file."""
@@ -715,7 +722,7 @@ class Config:
             if key == set_key or key.startswith(set_key + "."):
                 return option
         if self.source is None:
-            return "<config>"
+            return self.origin
         line = self.lines.get(key)
         return f"{self.source}:{line}" if line else str(self.source)
 
