@@ -246,11 +246,32 @@ def finetune(
 
 
 @app.command()
-def evaluate(config: ConfigOpt, set_: SetOpt = None) -> None:
+def evaluate(
+    config: ConfigOpt,
+    set_: SetOpt = None,
+    compare: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--compare",
+            help="A run or model directory to compare with the model: size, throughput, metric "
+            "(repeatable; sets evaluate.compare).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
     """Metrics of a trained model: accuracy, F1, confusion matrix; loss, perplexity, bits per character."""
     from ptft_cli import runner
 
-    _run(config, set_, runner.evaluate)
+    paths = [os.path.abspath(p.expanduser()) for p in compare] if compare else None
+    _run(config, set_, runner.evaluate, {"evaluate.compare": ("--compare", paths)})
+
+
+@app.command()
+def compress(config: ConfigOpt, set_: SetOpt = None) -> None:
+    """A smaller, faster model from a trained one (quantize, low-rank, prune), with the trade-off table."""
+    from ptft_cli import runner
+
+    _run(config, set_, runner.compress)
 
 
 @app.command()

@@ -558,18 +558,29 @@ def _load(cfg: Config, task: Any, ref: str, key: str) -> tasks.Loaded:
     )
     attn = hardware.attn_implementation(cfg.model.attn_implementation, hw.device, cfg.tokenizer.max_length)
     head = task.head(cfg, None)
-    model = models.load_trained(cfg, head, ref, key, attn).to(hw.device)
+    model = models.load_trained(cfg, head, ref, key, attn)
+    _check_int8_device(cfg, model, hw)
+    model = model.to(hw.device)
     if head.pads:
         models.ensure_pad_token(tokenizer, model)
     return tasks.Loaded(model, tokenizer, hw, ref)
 
 
 def evaluate(cfg: Config) -> dict[str, Any]:
-    """Metrics of a trained model on labelled data or text; written to eval/metrics.json."""
+    """Metrics of a trained model on labelled data or text; written to eval/metrics.json. With
+    `evaluate.compare`: the trade-off table of the model and those runs, in eval/compare.json."""
     task = tasks.get(cfg)
     key = "evaluate.model" if cfg.evaluate.model else "output_dir"
     ref = trained_model(cfg, cfg.evaluate.model, "evaluate.model")
     run = RunDir(cfg.output_dir)
+    if cfg.evaluate.compare:
+        entries = [(_entry_name(ref), ref, key)] + [
+            (_entry_name(m), m, "evaluate.compare") for m in _compare_models(cfg)
+        ]
+        out_dir = Path(cfg.evaluate.output_dir or run.eval_dir)
+        out_key = "evaluate.output_dir" if cfg.evaluate.output_dir else "output_dir"
+        checkpoint.check_output_dir(out_dir, out_key, cfg.where(out_key))
+        return {"compare": compare(cfg, task, entries, out_dir)}
     inputs = task.evaluation_inputs(cfg, run, ref)
     out_dir = Path(cfg.evaluate.output_dir or run.eval_dir)
     out_key = "evaluate.output_dir" if cfg.evaluate.output_dir else "output_dir"
@@ -641,6 +652,188 @@ def predict(cfg: Config) -> Path:
         f"{len(rows):,} predictions in {seconds:.1f}s ({rate:,.0f}/s, {loaded.hw.precision}) → {out}"
     )
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# compress and the trade-off table
+
+
+def compress(cfg: Config) -> dict[str, Any]:
+    """A smaller model from a trained one: prune → low-rank → (recovery fine-tune) → quantize, saved
+    to `<compress.output_dir>/model`, then the table comparing it with the original."""
+    import copy
+
+    from ptft_cli import compress as comp
+    from ptft_cli import hardware
+
+    # 1. Every check before anything is written.
+    task = tasks.get(cfg)
+    c = cfg.compress
+    key = "compress.model" if c.model else "output_dir"
+    ref = trained_model(cfg, c.model, "compress.model")
+    plan = comp.check_plan(cfg, models.config_json(ref))
+    out = Path(c.output_dir or Path(str(cfg.output_dir)) / "compressed")
+    out_key = "compress.output_dir" if c.output_dir else "output_dir"
+    if out.exists():
+        raise RunDirError(
+            f"{out} already exists; compress writes a new directory",
+            where=cfg.where(out_key),
+            key="compress.output_dir",
+            hint="set compress.output_dir to a new folder, or remove that one",
+        )
+    checkpoint.check_output_dir(out, out_key, cfg.where(out_key))
+    if c.recover:
+        task.read_inputs(cfg, task.COMMANDS[0])  # the recovery run's data, checked now
+    hw = hardware.resolve(cfg.device, cfg.precision, training=False, where=cfg.where("device"))
+    if plan.quantize == "int8" and hw.device.type != "cpu":
+        raise _int8_not_here(cfg, hw)
+    loaded = _load(cfg, task, ref, key)
+    model = loaded.model.to("cpu").float()
+
+    # 2. Structure (in memory): heads, then layers (heads are numbered before layers drop), then low-rank.
+    record: dict[str, Any] = {}
+    if plan.heads:
+        comp.prune_heads(model, plan.heads)
+        shift = {old: old - sum(d < old for d in plan.drop_layers) for old in plan.heads}
+        record["pruned_heads"] = {str(shift[k]): v for k, v in plan.heads.items()}
+    if plan.drop_layers:
+        comp.drop_layers(model, plan.drop_layers)
+    if plan.low_rank:
+        names = comp.choose_modules(model, plan.modules, cfg.where("compress.low_rank.modules"))
+        record["low_rank"] = comp.low_rank(model, plan, names)
+    if record:
+        setattr(model.config, comp.RECORD, dict(record))
+    console.key_values(
+        "compress",
+        [("model", ref), ("plan", plan.summary()), ("output", str(out))],
+    )
+    entries = [("original", ref, key)]
+
+    # 3. Recovery: the normal fine-tuning run, from the compressed model, inside the output folder.
+    if c.recover:
+        start = out / "before-recovery"
+        checkpoint.save_pretrained(model, loaded.tokenizer, start)
+        entries.append(("before recovery", str(start), "compress.output_dir"))
+        rcfg = copy.deepcopy(cfg)
+        rcfg.model.name_or_path, rcfg.model.architecture = str(start), None
+        rcfg.output_dir, rcfg.resume = str(out / "recovery"), None
+        train(rcfg, task.COMMANDS[0], RunOptions())
+        attn = hardware.attn_implementation(
+            cfg.model.attn_implementation, hw.device, cfg.tokenizer.max_length
+        )
+        recovered = str(out / "recovery" / "model")
+        model = models.load_trained(rcfg, task.head(rcfg, None), recovered, key, attn).to("cpu")
+
+    # 4. Quantize last (its weights are stored as int8), and save.
+    if plan.quantize:
+        record["quantize"] = plan.quantize
+        setattr(model.config, comp.RECORD, dict(record))
+        tensors = comp.quantized_state(model, plan.quantize)
+        checkpoint.save_tensors_dir(model.config, tensors, loaded.tokenizer, out / "model")
+    else:
+        checkpoint.save_pretrained(model, loaded.tokenizer, out / "model")
+    console.info(f"compressed model saved to {out / 'model'}")
+    entries.append((out.name, str(out / "model"), "compress.output_dir"))
+    del model, loaded
+    return {"model": str(out / "model"), "compare": compare(cfg, task, entries, out)}
+
+
+def _int8_not_here(cfg: Config, hw: Any) -> ConfigError:
+    return ConfigError(
+        f"dynamic int8 quantization runs on the CPU only, and the device is {hw.device}",
+        where=cfg.where("device"),
+        key="device",
+        hint="set device: cpu (or use compress.quantize: int8_weight, which torchao runs on GPUs too)",
+    )
+
+
+def _check_int8_device(cfg: Config, model: Any, hw: Any) -> None:
+    from ptft_cli import compress as comp
+
+    if comp.record_of(model).get("quantize") == "int8" and hw.device.type != "cpu":
+        raise _int8_not_here(cfg, hw)
+
+
+def _compare_models(cfg: Config) -> list[str]:
+    """evaluate.compare's entries as model directories: a run's model/, or a model directory itself."""
+    found = []
+    for entry in cfg.evaluate.compare:
+        p = Path(entry)
+        for candidate in (p / "model", p / "compressed" / "model", p):
+            if (candidate / "config.json").is_file():
+                models.check_files(
+                    str(candidate), "evaluate.compare", cfg.where("evaluate.compare"), tokenizer=True
+                )
+                found.append(str(candidate))
+                break
+        else:
+            raise RunDirError(
+                f"{entry} holds no model (no config.json in it or in its model/)",
+                where=cfg.where("evaluate.compare"),
+                key="evaluate.compare",
+                hint="name ptft run directories, compress output directories or model directories",
+            )
+    return found
+
+
+def _entry_name(ref: str) -> str:
+    p = Path(ref)
+    return p.parent.name if p.name == "model" else p.name
+
+
+def compare(
+    cfg: Config, task: Any, entries: list[tuple[str, str, str]], out_dir: Path
+) -> list[dict[str, Any]]:
+    """The trade-off table of (name, model directory, config key) entries: parameters, size on disk,
+    throughput and the task's metrics; printed, and written to compare.json / compare.png.
+
+    Throughput is `predict` on predict.input when it is set (else evaluation on the validation data),
+    timed compress.throughput_rounds times per model, the models interleaved so that a shared CPU's
+    load falls on all of them alike; the fastest pass counts."""
+    from ptft_cli import compress as comp
+    from ptft_cli.metrics import plot_compare
+
+    run = RunDir(cfg.output_dir)
+    predicting = bool(cfg.predict.input)
+    texts = task.prediction_inputs(cfg) if predicting else None
+    rows, loaded = [], []
+    for name, ref, key in entries:
+        models.fit_max_length(cfg, ref)
+        inputs = task.evaluation_inputs(cfg, run, ref)
+        one = _load(cfg, task, ref, key)
+        with console.counting_progress(f"evaluate {name}") as advance:
+            metrics = task.evaluate(cfg, inputs, one, advance)
+        loaded.append((one, inputs))
+        rows.append(
+            {
+                "name": name,
+                "model": ref,
+                "parameters": comp.parameter_count(one.model),
+                "size_mb": round(comp.weight_bytes(Path(ref)) / 1e6, 4),
+                **{m: metrics[m] for m in task.METRICS if isinstance(metrics.get(m), (int, float))},
+            }
+        )
+    best = [float("inf")] * len(entries)
+    counts = [0] * len(entries)
+    for _ in range(cfg.compress.throughput_rounds):
+        for i, (one, inputs) in enumerate(loaded):
+            started = time.perf_counter()
+            if predicting:
+                counts[i] = len(task.predict(cfg, texts, one, lambda n: None))
+            else:
+                counts[i] = task.evaluate(cfg, inputs, one, lambda n: None).get("examples", 0)
+            best[i] = min(best[i], time.perf_counter() - started)
+    for row, seconds, n in zip(rows, best, counts):
+        row["examples_per_second"] = round(n / max(seconds, 1e-9), 1)
+    base = rows[0]
+    for row in rows:
+        row["speedup"] = round(row["examples_per_second"] / max(base["examples_per_second"], 1e-9), 2)
+    what = f"predict on {cfg.predict.input}" if predicting else "evaluation on the validation data"
+    checkpoint.atomic_write_json(out_dir / "compare.json", {"throughput": what, "rows": rows})
+    plot_compare(rows, [m for m in task.METRICS if m in base], out_dir / "compare.png")
+    console.compare_table(rows, [m for m in task.METRICS if m in base], what)
+    console.info(f"table written to {out_dir / 'compare.json'}")
+    return rows
 
 
 def chat(cfg: Config, ask: Any) -> int:
