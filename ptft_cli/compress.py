@@ -322,7 +322,6 @@ def _int8_rows(w: Any) -> tuple[Any, Any]:
 def quantized_state(model: Any, mode: str) -> dict[str, Any]:
     """The weights to save for a model about to be quantized (still float): every nn.Linear's weight
     as int8 plus its scales (what `quantize` would compute), the rest as they are. Tied tensors once."""
-    import torch
 
     import warnings
 
