@@ -701,6 +701,10 @@ def compress(cfg: Config) -> dict[str, Any]:
     if plan.low_rank:
         names = comp.choose_modules(model, plan.modules, cfg.where("compress.low_rank.modules"))
         record["low_rank"] = comp.low_rank(model, plan, names)
+        if not record["low_rank"]:
+            console.warn(
+                f"no layer of {len(names)} would shrink at energy {plan.energy}; none was factorised"
+            )
     if record:
         setattr(model.config, comp.RECORD, dict(record))
     console.key_values(

@@ -211,3 +211,21 @@ def test_an_existing_output_is_never_overwritten(cli, write_config, classifier, 
     result = cli("compress", "--config", _config(write_config, classifier, "  quantize: int8\n"))
     assert result.exit_code == 2 and "already exists" in result.output
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["mine.txt"]
+
+
+def test_int8_weight_only_round_trips_through_torchao(classifier, tmp_path):
+    pytest.importorskip("torchao")
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from ptft_cli import checkpoint
+
+    tok = AutoTokenizer.from_pretrained(classifier)
+    texts = ["the film was great", "a dull and boring plot"]
+    model = AutoModelForSequenceClassification.from_pretrained(classifier).eval()
+    expected = _logits(model, tok, texts)
+    model.config.ptft_compression = {"quantize": "int8_weight"}
+    checkpoint.save_tensors_dir(
+        model.config, compress.quantized_state(model, "int8_weight"), tok, tmp_path / "m"
+    )
+    assert compress.weight_bytes(tmp_path / "m") < 0.6 * compress.weight_bytes(classifier)
+    torch.testing.assert_close(_logits(_load(tmp_path / "m"), tok, texts), expected, atol=2e-2, rtol=0)
