@@ -403,13 +403,12 @@ def _load_strict(model: Any, state: dict[str, Any]) -> None:
         )
 
 
-def load(cls: Any, ref: str, config: Any, attn: str) -> Any:
-    """A model saved by `ptft compress` (config.json carries the record): built from its config,
-    given its structure, then its weights (and quantized, if it was)."""
+def load(model: Any, ref: str) -> Any:
+    """A model saved by `ptft compress`, given as the bare network `models.py` built from its config:
+    the recorded structure, then its weights (and quantized, if it was)."""
     from safetensors.torch import load_file
 
-    record = getattr(config, RECORD)
-    model = cls.from_config(config, attn_implementation=attn)
+    record = getattr(model.config, RECORD)
     rebuild(model, record)
     state = load_file(str(Path(ref) / "model.safetensors"))
     if record.get("quantize"):

@@ -668,7 +668,7 @@ def _compressed(cls: Any, ref: str, config: Any, attn: str) -> Any:
     """A model written by `ptft compress`: its config.json records the structure to rebuild."""
     from ptft_cli import compress
 
-    return compress.load(cls, ref, config, attn)
+    return compress.load(cls.from_config(config, attn_implementation=attn), ref)
 
 
 def load_weights(model: Any, folder: Path) -> None:

