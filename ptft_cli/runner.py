@@ -671,7 +671,8 @@ def compress(cfg: Config) -> dict[str, Any]:
     c = cfg.compress
     key = "compress.model" if c.model else "output_dir"
     ref = trained_model(cfg, c.model, "compress.model")
-    plan = comp.check_plan(cfg, models.config_json(ref))
+    local = models.config_json(ref)  # None for a Hub id: checked again once loaded
+    plan = comp.check_plan(cfg, local)
     out = Path(c.output_dir or Path(str(cfg.output_dir)) / "compressed")
     out_key = "compress.output_dir" if c.output_dir else "output_dir"
     if out.exists():
@@ -688,6 +689,8 @@ def compress(cfg: Config) -> dict[str, Any]:
     if plan.quantize == "int8" and hw.device.type != "cpu":
         raise _int8_not_here(cfg, hw)
     loaded = _load(cfg, task, ref, key)
+    if local is None:
+        comp.check_plan(cfg, loaded.model.config.to_dict())
     model = loaded.model.to("cpu").float()
 
     # 2. Structure (in memory): heads, then layers (heads are numbered before layers drop), then low-rank.
