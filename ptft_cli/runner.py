@@ -911,6 +911,11 @@ def validate(cfg: Config, opts: RunOptions | None = None) -> None:
         rows += task.prediction_inputs(cfg).summary
     if cfg.evaluate.data:
         rows.append(("evaluate.data", str(cfg.evaluate.data)))
+    if any(k.split(".")[0] == "compress" for k in [*cfg.lines, *cfg.overridden]):
+        from ptft_cli import compress as comp
+
+        ref = cfg.compress.model or str(RunDir(cfg.output_dir).model_dir)
+        rows.append(("compress", comp.check_plan(cfg, models.config_json(ref)).summary()))
     t, d = cfg.training, cfg.distributed
     processes = (d.nproc_per_node or 1) * d.nnodes
     rows.append(

@@ -230,3 +230,10 @@ def test_int8_weight_only_round_trips_through_torchao(classifier, tmp_path):
     )
     assert compress.weight_bytes(tmp_path / "m") < 0.6 * compress.weight_bytes(classifier)
     torch.testing.assert_close(_logits(_load(tmp_path / "m"), tok, texts), expected, atol=2e-2, rtol=0)
+
+
+def test_validate_checks_the_compress_section(cli, write_config, classifier):
+    result = cli("validate", "--config", _config(write_config, classifier, "  prune:\n    heads: {0: [5]}\n"))
+    assert result.exit_code == 2 and "compress.prune.heads: block 0 has no head 5" in result.output
+    result = cli("validate", "--config", _config(write_config, classifier, "  quantize: int8\n"))
+    assert result.exit_code == 0 and "quantize int8" in result.output
