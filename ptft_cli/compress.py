@@ -4,7 +4,8 @@ What was done is recorded in the model's config.json under `ptft_compression`, s
 rebuilds the same structure before it loads the weights (the record travels with `save_pretrained`,
 so a recovery fine-tune's `model/` keeps it too):
 
-    {"pruned_heads": {"0": [1]},                                   # by block, after layer dropping
+    {"conv1d_as_linear": true,                                     # GPT-2's Conv1D layers became nn.Linear
+     "pruned_heads": {"0": [1]},                                   # by block, after layer dropping
      "low_rank": {"bert.encoder.layer.0.attention.self.query": 96},  # module -> rank
      "quantize": "int8"}                                             # applied when loaded
 
@@ -204,6 +205,24 @@ def drop_layers(model: Any, drop: list[int]) -> None:
         config.layer_types = [t for i, t in enumerate(types) if i not in drop]
 
 
+def conv1d_to_linear(model: Any) -> bool:
+    """GPT-2's `Conv1D` layers (x·W + b, W stored in × out) as the nn.Linear they compute, so that
+    low-rank and int8 reach them. Returns whether there were any (recorded as `conv1d_as_linear`)."""
+    import torch
+    from transformers.pytorch_utils import Conv1D
+
+    names = [n for n, m in model.named_modules() if isinstance(m, Conv1D)]
+    for name in names:
+        conv = model.get_submodule(name)
+        in_f, out_f = conv.weight.shape
+        linear = torch.nn.Linear(in_f, out_f)
+        with torch.no_grad():
+            linear.weight.copy_(conv.weight.t())
+            linear.bias.copy_(conv.bias)
+        _set_module(model, name, linear)
+    return bool(names)
+
+
 def linear_names(model: Any) -> list[str]:
     """The linear layers inside the transformer blocks (what low-rank factorises by default)."""
     import torch
@@ -274,6 +293,8 @@ def low_rank(model: Any, plan: Plan, names: list[str]) -> dict[str, int]:
 
 def rebuild(model: Any, record: dict[str, Any]) -> None:
     """Give a model built from a compressed config the structure its weights were saved in."""
+    if record.get("conv1d_as_linear"):
+        conv1d_to_linear(model)
     if record.get("pruned_heads"):
         prune_heads(model, {int(k): v for k, v in record["pruned_heads"].items()})
     for name, rank in (record.get("low_rank") or {}).items():

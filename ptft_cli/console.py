@@ -186,14 +186,14 @@ def compare_table(rows: list[dict[str, Any]], metrics: list[str], throughput: st
     table = Table(title=f"compare (throughput: {throughput})", title_justify="left")
     metrics = metrics[:2]  # the task's headline metrics; compare.json holds them all
     table.add_column("model", overflow="fold")
-    for name in ("params", "MB", "ex/s", "speed", *metrics):
+    for name in ("params", "MB", "per s", "speed", *metrics):
         table.add_column(name, justify="right", no_wrap=True)
     for r in rows:
         table.add_row(
             r["name"],
             count(r["parameters"]),
             f"{r['size_mb']:,.3g}",
-            f"{r['examples_per_second']:,.1f}",
+            f"{r['per_second']:,.1f}",
             f"{r['speedup']:.2f}x",
             *(fmt(r.get(m)) for m in metrics),
         )

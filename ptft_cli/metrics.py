@@ -72,10 +72,10 @@ def plot_losses(records: list[dict[str, Any]], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def plot_compare(rows: list[dict[str, Any]], metrics: list[str], path: Path) -> None:
+def plot_compare(rows: list[dict[str, Any]], metrics: list[str], unit: str, path: Path) -> None:
     """The compression trade-off as bars per model: size on disk, throughput and the first metric."""
     plt = _pyplot()
-    panels = [("size_mb", "size on disk (MB)"), ("examples_per_second", "examples / s")]
+    panels = [("size_mb", "size on disk (MB)"), ("per_second", f"{unit} / s")]
     panels += [(m, m) for m in metrics[:1]]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 0.5 * len(rows) + 1.6))
     names = [r["name"] for r in rows]

@@ -695,6 +695,8 @@ def compress(cfg: Config) -> dict[str, Any]:
 
     # 2. Structure (in memory): heads, then layers (heads are numbered before layers drop), then low-rank.
     record: dict[str, Any] = {}
+    if (plan.low_rank or plan.quantize) and comp.conv1d_to_linear(model):
+        record["conv1d_as_linear"] = True
     if plan.heads:
         comp.prune_heads(model, plan.heads)
         shift = {old: old - sum(d < old for d in plan.drop_layers) for old in plan.heads}
@@ -820,27 +822,37 @@ def compare(
                 **{m: metrics[m] for m in task.METRICS if isinstance(metrics.get(m), (int, float))},
             }
         )
-    best = [float("inf")] * len(entries)
-    counts = [0] * len(entries)
+    rates, unit = _throughput(cfg, task, loaded, texts)
+    for row, rate in zip(rows, rates):
+        row["per_second"] = rate
+        row["speedup"] = round(rate / max(rates[0], 1e-9), 2)
+    base = rows[0]
+    what = f"predict on {cfg.predict.input}" if predicting else "evaluation on the validation data"
+    shown = [m for m in task.METRICS if m in base]
+    checkpoint.atomic_write_json(out_dir / "compare.json", {"throughput": what, "unit": unit, "rows": rows})
+    plot_compare(rows, shown, unit, out_dir / "compare.png")
+    console.compare_table(rows, shown, f"{unit}/s, {what}")
+    console.info(f"table written to {out_dir / 'compare.json'}")
+    return rows
+
+
+def _throughput(cfg: Config, task: Any, loaded: list[tuple[Any, Any]], texts: Any) -> tuple[list[float], str]:
+    """Per model: `predict` on `texts` (examples/s), or else evaluation (examples/s, or tokens/s for
+    language models), in compress.throughput_rounds rounds of every model in turn; the fastest pass counts."""
+    best = [float("inf")] * len(loaded)
+    counts = [0] * len(loaded)
+    unit = "examples"
     for _ in range(cfg.compress.throughput_rounds):
         for i, (one, inputs) in enumerate(loaded):
             started = time.perf_counter()
-            if predicting:
+            if texts is not None:
                 counts[i] = len(task.predict(cfg, texts, one, lambda n: None))
             else:
-                counts[i] = task.evaluate(cfg, inputs, one, lambda n: None).get("examples", 0)
+                metrics = task.evaluate(cfg, inputs, one, lambda n: None)
+                unit = "examples" if "examples" in metrics else "tokens"
+                counts[i] = int(metrics.get(unit, 0))
             best[i] = min(best[i], time.perf_counter() - started)
-    for row, seconds, n in zip(rows, best, counts):
-        row["examples_per_second"] = round(n / max(seconds, 1e-9), 1)
-    base = rows[0]
-    for row in rows:
-        row["speedup"] = round(row["examples_per_second"] / max(base["examples_per_second"], 1e-9), 2)
-    what = f"predict on {cfg.predict.input}" if predicting else "evaluation on the validation data"
-    checkpoint.atomic_write_json(out_dir / "compare.json", {"throughput": what, "rows": rows})
-    plot_compare(rows, [m for m in task.METRICS if m in base], out_dir / "compare.png")
-    console.compare_table(rows, [m for m in task.METRICS if m in base], what)
-    console.info(f"table written to {out_dir / 'compare.json'}")
-    return rows
+    return [round(n / max(t, 1e-9), 1) for n, t in zip(counts, best)], unit
 
 
 def chat(cfg: Config, ask: Any) -> int:

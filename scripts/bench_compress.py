@@ -162,7 +162,7 @@ def main() -> None:
     for r in rows:
         delta = 100 * (r["accuracy"] - ref["accuracy"])
         print(
-            f"| {r['name']} | {r['parameters']:,} | {r['size_mb']:.1f} | {r['examples_per_second']:.1f} | "
+            f"| {r['name']} | {r['parameters']:,} | {r['size_mb']:.1f} | {r['per_second']:.1f} | "
             f"{r['speedup']:.2f}x | {r['accuracy']:.4f} | {delta:+.2f} |"
         )
     by_name = {r["name"]: r for r in rows}

@@ -74,10 +74,10 @@ def test_int8_is_stored_as_int8_and_loads_as_torch_quantizes(cli, write_config, 
     torch.testing.assert_close(_logits(_load(out / "model"), tok, texts), _logits(reference, tok, texts))
 
     table = json.loads((out / "compare.json").read_text())
-    assert [r["name"] for r in table["rows"]] == ["original", "out"]
+    assert table["unit"] == "examples" and [r["name"] for r in table["rows"]] == ["original", "out"]
     for row in table["rows"]:
         assert row["parameters"] == table["rows"][0]["parameters"]  # packed int8 weights counted
-        assert row["examples_per_second"] > 0 and 0 <= row["accuracy"] <= 1
+        assert row["per_second"] > 0 and 0 <= row["accuracy"] <= 1
     assert table["rows"][1]["size_mb"] < table["rows"][0]["size_mb"]
 
     # predict reads it; evaluate --compare puts it in a table beside the original
@@ -237,3 +237,16 @@ def test_validate_checks_the_compress_section(cli, write_config, classifier):
     assert result.exit_code == 2 and "compress.prune.heads: block 0 has no head 5" in result.output
     result = cli("validate", "--config", _config(write_config, classifier, "  quantize: int8\n"))
     assert result.exit_code == 0 and "quantize int8" in result.output
+
+
+def test_gpt2_conv1d_layers_become_the_linears_they_compute():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=50, n_embd=32, n_layer=2, n_head=2, n_positions=16)).eval()
+    ids = torch.randint(0, 50, (2, 10))
+    with torch.no_grad():
+        expected = model(ids).logits
+        assert compress.conv1d_to_linear(model)
+        assert "transformer.h.0.attn.c_attn" in compress.linear_names(model)
+        torch.testing.assert_close(model(ids).logits, expected)
