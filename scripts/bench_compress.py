@@ -16,6 +16,7 @@ pass counts) so that the shared CPU's load falls on all of them alike. Targets: 
 teacher's throughput with dev accuracy within 1 point; low-rank accuracy within 2 points.
 
     nice -n 10 python scripts/bench_compress.py [--work DIR] [--teacher RUN] [--extra RUN ...]
+    nice -n 10 python scripts/bench_compress.py --rows 64 --texts 256 --rounds 1   # a smoke test
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ ROWS, BATCH, LR, WARMUP, WD, MAX_LEN, SEED = 4000, 32, 1e-4, 0.06, 0.01, 128, 0 
 PREDICT_TEXTS = 10_000
 
 
-def base_config(work: Path, data: Path, run: Path, model_path: str) -> str:
+def base_config(work: Path, data: Path, run: Path, model_path: str, rows: int) -> str:
     """The teacher's fine-tuning config; compress configs add their section to it."""
     return f"""task: classification
 output_dir: {run}
@@ -47,7 +48,7 @@ data:
   train: {data / "train.tsv"}
   validation: {data / "dev.tsv"}
   text_column: sentence
-  max_train_samples: {ROWS}
+  max_train_samples: {rows}
 training:
   epochs: 1
   batch_size: {BATCH}
@@ -66,12 +67,12 @@ def ptft(*args: str) -> None:
     subprocess.run(command, check=True, cwd=ROOT)
 
 
-def write_texts(data: Path, path: Path) -> None:
-    """The first 10,000 sentences of SST-2 train, one per line (the throughput set)."""
+def write_texts(data: Path, path: Path, n: int) -> None:
+    """The first n (10,000) sentences of SST-2 train, one per line (the throughput set)."""
     with open(data / "train.tsv", encoding="utf-8", newline="") as f:
         reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
         next(reader)
-        texts = [row[0].strip() for _, row in zip(range(PREDICT_TEXTS), reader)]
+        texts = [row[0].strip() for _, row in zip(range(n), reader)]
     path.write_text("\n".join(texts) + "\n", encoding="utf-8")
 
 
@@ -106,6 +107,8 @@ def main() -> None:
         "--variants", default="int8,low-rank", help="which to build and compare (finished ones are reused)"
     )
     parser.add_argument("--no-table", action="store_true", help="build the variants only")
+    parser.add_argument("--rows", type=int, default=ROWS, help="training rows (a smoke test: 64)")
+    parser.add_argument("--texts", type=int, default=PREDICT_TEXTS, help="texts predict is timed on")
     args = parser.parse_args()
     if not (args.data / "train.tsv").is_file():
         sys.exit(f"skip: SST-2 not found at {args.data}")
@@ -117,12 +120,12 @@ def main() -> None:
     work = (args.work or Path(tempfile.mkdtemp(prefix="bench-compress-"))).resolve()
     work.mkdir(parents=True, exist_ok=True)
     if not (work / "texts.txt").is_file():
-        write_texts(args.data, work / "texts.txt")
+        write_texts(args.data, work / "texts.txt", args.texts)
     teacher = work / "teacher"
     if args.teacher and not (teacher / "model" / "config.json").is_file():
         # the same fine-tune finished elsewhere (e.g. by the distillation benchmark): copy its model
         shutil.copytree(args.teacher.resolve() / "model", teacher / "model")
-    base = base_config(work, args.data, teacher, model_path)
+    base = base_config(work, args.data, teacher, model_path, args.rows)
 
     if not (teacher / "model" / "config.json").is_file():
         (work / "teacher.yaml").write_text(base, encoding="utf-8")
@@ -138,7 +141,12 @@ def main() -> None:
                 base + section + f"  output_dir: {work / name}\n", encoding="utf-8"
             )
             # compress's own table times evaluation on dev; the one table below times predict
-            ptft("compress", "--config", str(work / f"{name}.yaml"), "--set", "predict.input=null")
+            ptft(
+                "compress",
+                "--config",
+                str(work / f"{name}.yaml"),
+                *("--set", "predict.input=null", "--set", "compress.throughput_rounds=1"),
+            )
 
     if args.no_table:
         return
@@ -154,7 +162,7 @@ def main() -> None:
 
     rows = json.loads((table / "compare.json").read_text())["rows"]
     print(
-        f"\nSST-2 dev accuracy; throughput: `predict` on {PREDICT_TEXTS:,} SST-2 texts ({args.rounds} interleaved rounds)"
+        f"\nSST-2 dev accuracy; throughput: `predict` on {args.texts:,} SST-2 texts ({args.rounds} interleaved rounds)"
     )
     print("| model | parameters | size MB | predict ex/s | vs fp32 | dev accuracy | Δ accuracy (points) |")
     print("|---|---|---|---|---|---|---|")
