@@ -552,29 +552,19 @@ def build(cfg: Config, head: Head, tokenizer: Any, attn: str) -> tuple[Any, str]
         assert ref is not None
         key, where = "model.name_or_path", cfg.where("model.name_or_path")
         config = load_config(ref, m, key, where, **head.config)
-        compressed = getattr(config, "ptft_compression", None)
-        if compressed and compressed.get("quantize"):
-            raise ConfigError(
-                f"{ref} is quantized ({compressed['quantize']}); a quantized model cannot be trained",
-                where=where,
-                key=key,
-                hint="train the model before quantizing it (compress.recover runs before quantization)",
-            )
+        if getattr(config, "ptft_compression", None):  # written by `ptft compress`
+            cls = _Compressed(cls, attn, trainable=True)
         try:
-            model = (
-                _compressed(cls, ref, config, attn)
-                if compressed
-                else cls.from_pretrained(
-                    ref,
-                    config=config,
-                    revision=m.revision,
-                    trust_remote_code=m.trust_remote_code,
-                    attn_implementation=attn,
-                    # a checkpoint with another head size gets a new head
-                    **({"ignore_mismatched_sizes": True} if head.new_head else {}),
-                    **_gguf(m, ref),
-                    **_four_bit(cfg),
-                )
+            model = cls.from_pretrained(
+                ref,
+                config=config,
+                revision=m.revision,
+                trust_remote_code=m.trust_remote_code,
+                attn_implementation=attn,
+                # a checkpoint with another head size gets a new head
+                **({"ignore_mismatched_sizes": True} if head.new_head else {}),
+                **_gguf(m, ref),
+                **_four_bit(cfg),
             )
         except Exception as e:  # the wrong head, weights that do not fit the config, pickled code refused
             raise ConfigError(
@@ -645,17 +635,15 @@ def load_trained(cfg: Config, head: Head, ref: str, key: str, attn: str) -> Any:
     config = load_config(ref, cfg.model, key, where)
     if head.needs_labels and not getattr(config, "id2label", None):
         raise DataError(f"{ref} has no label names (id2label)", where=where, key=key)
+    auto = _Compressed(_auto(head), attn) if getattr(config, "ptft_compression", None) else _auto(head)
     try:
-        if getattr(config, "ptft_compression", None):
-            model = _compressed(_auto(head), ref, config, attn)
-        else:
-            model = _auto(head).from_pretrained(
-                ref,
-                config=config,
-                revision=cfg.model.revision,
-                trust_remote_code=cfg.model.trust_remote_code,
-                attn_implementation=attn,
-            )
+        model = auto.from_pretrained(
+            ref,
+            config=config,
+            revision=cfg.model.revision,
+            trust_remote_code=cfg.model.trust_remote_code,
+            attn_implementation=attn,
+        )
     except Exception as e:  # the wrong head, weights that do not fit the config, pickled code refused
         raise ConfigError(
             f"cannot load {ref} as {head.what}: {_first_line(e)}", where=where, key=key
@@ -664,11 +652,20 @@ def load_trained(cfg: Config, head: Head, ref: str, key: str, attn: str) -> Any:
     return model
 
 
-def _compressed(cls: Any, ref: str, config: Any, attn: str) -> Any:
-    """A model written by `ptft compress`: its config.json records the structure to rebuild."""
-    from ptft_cli import compress
+class _Compressed:
+    """Stands in for an Auto class when a directory was written by `ptft compress`: its config.json
+    records the structure (factorised layers, pruned heads, int8) to rebuild before the weights load."""
 
-    return compress.load(cls.from_config(config, attn_implementation=attn), ref)
+    def __init__(self, auto: Any, attn: str, *, trainable: bool = False):
+        self.auto, self.attn, self.trainable = auto, attn, trainable
+
+    def from_pretrained(self, ref: str, *, config: Any, **_: Any) -> Any:
+        from ptft_cli import compress
+
+        quantized = config.ptft_compression.get("quantize")
+        if self.trainable and quantized:
+            raise ValueError(f"it is quantized ({quantized}), and a quantized model cannot be trained")
+        return compress.load(self.auto.from_config(config, attn_implementation=self.attn), ref)
 
 
 def load_weights(model: Any, folder: Path) -> None:

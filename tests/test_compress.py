@@ -92,6 +92,19 @@ def test_int8_is_stored_as_int8_and_loads_as_torch_quantizes(cli, write_config, 
     assert [r["name"] for r in rows] == [classifier.name, "out"]
     assert (tmp_path / "run" / "eval" / "compare.png").is_file()
 
+    # a quantized model is for inference: fine-tuning it is refused in one line
+    result = cli(
+        "finetune",
+        "--config",
+        write_config(),
+        "--set",
+        f"model.name_or_path={out / 'model'}",
+        "--set",
+        "output_dir=run2",
+    )
+    assert result.exit_code == 2 and "a quantized model cannot be trained" in result.output
+    assert not (tmp_path / "run2").exists()
+
 
 def test_low_rank_prune_and_recovery_run_end_to_end(cli, write_config, classifier, tmp_path):
     section = (
