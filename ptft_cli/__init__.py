@@ -17,7 +17,18 @@ from ptft_cli.errors import ConfigError, DataError, PtftError, RunDirError
 
 __version__ = "0.1.0"
 
-_API = ("pretrain", "finetune", "evaluate", "predict", "explain", "validate", "env", "load_config", "Result")
+_API = (
+    "pretrain",
+    "finetune",
+    "evaluate",
+    "predict",
+    "explain",
+    "compress",
+    "validate",
+    "env",
+    "load_config",
+    "Result",
+)
 
 __all__ = [
     "ConfigError",
@@ -26,6 +37,7 @@ __all__ = [
     "Result",
     "RunDirError",
     "__version__",
+    "compress",
     "env",
     "evaluate",
     "explain",
@@ -39,6 +51,7 @@ __all__ = [
 if TYPE_CHECKING:
     from ptft_cli.api import (
         Result,
+        compress,
         env,
         evaluate,
         explain,

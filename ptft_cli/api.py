@@ -42,7 +42,7 @@ TRAINING = ("pretrain", "finetune")
 class Result:
     """What a command produced."""
 
-    command: str  # pretrain | finetune | evaluate | predict | explain | validate
+    command: str  # pretrain | finetune | evaluate | predict | explain | compress | validate
     run_dir: Path  # the run directory (`output_dir`)
     # pretrain/finetune: results.json's content; evaluate: metrics.json's; predict: {"rows": [...]}
     # (the predictions as written); explain: {"rows": [...]} (explanations.jsonl); validate: what it
@@ -181,6 +181,12 @@ def explain(
     return run("explain", cfg)
 
 
+def compress(config: ConfigSource, overrides: Overrides = None) -> Result:
+    """`ptft compress`: a quantized, factorised or pruned copy of the trained model in
+    compress.output_dir, and the trade-off table; `results["rows"]` holds compare.json's rows."""
+    return run("compress", load_config(config, overrides))
+
+
 def validate(
     config: ConfigSource, overrides: Overrides = None, *, resume: str | None = None, overwrite: bool = False
 ) -> Result:
@@ -239,6 +245,10 @@ def run(command: str, cfg: Config, opts: RunOptions | None = None) -> Result:
     if command == "explain":
         out = runner.explain(cfg)
         return Result(command, run_dir.path, {"rows": _read_rows(out)}, cfg, out)
+    if command == "compress":
+        done = runner.compress(cfg)
+        out = Path(done["model"])
+        return Result(command, run_dir.path, {"rows": done["compare"]}, cfg, out.parent / "compare.json")
     if command == "validate":
         return Result(command, run_dir.path, runner.validate(cfg, opts), cfg)
     raise ValueError(f"unknown command {command!r}")  # a bug: the CLI and the functions above name them

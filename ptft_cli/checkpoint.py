@@ -472,6 +472,20 @@ def save_pretrained(model: Any, tokenizer: Any, dest: Path, weights: dict[str, A
     atomic_save_dir(dest, write, needed=_weight_bytes(model))
 
 
+def save_tensors_dir(config: Any, tensors: dict[str, Any], tokenizer: Any, dest: Path) -> None:
+    """A model directory from a config and the exact tensors to store (a compressed model's int8
+    weights and scales, which `save_pretrained` cannot write), atomically replacing `dest`."""
+    from safetensors.torch import save_file
+
+    def write(folder: Path) -> None:
+        config.save_pretrained(folder)
+        save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+        if tokenizer is not None:
+            tokenizer.save_pretrained(folder)
+
+    atomic_save_dir(dest, write, needed=sum(t.numel() * t.element_size() for t in tensors.values()))
+
+
 def _weight_bytes(model: Any) -> int:
     return sum(p.numel() * p.element_size() for p in model.parameters())
 

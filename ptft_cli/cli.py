@@ -243,11 +243,33 @@ def finetune(
 
 
 @app.command()
-def evaluate(config: ConfigOpt, set_: SetOpt = None, quiet: QuietOpt = False) -> None:
+def evaluate(
+    config: ConfigOpt,
+    set_: SetOpt = None,
+    compare: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--compare",
+            help="A run or model directory to compare with the model: size, throughput, metric "
+            "(repeatable; sets evaluate.compare).",
+            show_default=False,
+        ),
+    ] = None,
+    quiet: QuietOpt = False,
+) -> None:
     """Metrics of a trained model: accuracy, F1, confusion matrix; loss, perplexity, bits per character."""
     from ptft_cli import api
 
-    _run(lambda: api.run("evaluate", _load(config, set_)), quiet)
+    paths = [os.path.abspath(p.expanduser()) for p in compare] if compare else None
+    _run(lambda: api.run("evaluate", _load(config, set_, {"evaluate.compare": ("--compare", paths)})), quiet)
+
+
+@app.command()
+def compress(config: ConfigOpt, set_: SetOpt = None, quiet: QuietOpt = False) -> None:
+    """A smaller, faster model from a trained one (quantize, low-rank, prune), with the trade-off table."""
+    from ptft_cli import api
+
+    _run(lambda: api.run("compress", _load(config, set_)), quiet)
 
 
 @app.command()

@@ -243,3 +243,22 @@ def text_stream() -> TextStream | None:
     """A stream to stdout when it is a terminal; None when stdout is piped or a file, where the text
     is shown once finished (on stderr, with the other messages)."""
     return TextStream(sys.stdout) if stdout_is_terminal() else None
+
+
+def compare_table(rows: list[dict[str, Any]], metrics: list[str], throughput: str) -> None:
+    """The compression trade-off: one row per model, the first row the reference for the speed-up."""
+    table = Table(title=f"compare (throughput: {throughput})", title_justify="left")
+    metrics = metrics[:2]  # the task's headline metrics; compare.json holds them all
+    table.add_column("model", overflow="fold")
+    for name in ("params", "MB", "per s", "speed", *metrics):
+        table.add_column(name, justify="right", no_wrap=True)
+    for r in rows:
+        table.add_row(
+            r["name"],
+            count(r["parameters"]),
+            f"{r['size_mb']:,.3g}",
+            f"{r['per_second']:,.1f}",
+            f"{r['speedup']:.2f}x",
+            *(fmt(r.get(m)) for m in metrics),
+        )
+    console.print(table)

@@ -113,6 +113,28 @@ def plot_losses(records: list[dict[str, Any]], path: Path, title: str) -> LossCu
     return curves
 
 
+def plot_compare(rows: list[dict[str, Any]], metrics: list[str], unit: str, path: Path) -> None:
+    """The compression trade-off as bars per model: size on disk, throughput and the first metric."""
+    plt = _pyplot()
+    panels = [("size_mb", "size on disk (MB)"), ("per_second", f"{unit} / s")]
+    panels += [(m, m) for m in metrics[:1]]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 0.5 * len(rows) + 1.6))
+    names = [r["name"] for r in rows]
+    for ax, (key, label) in zip(axes, panels):
+        values = [float(r.get(key) or 0.0) for r in rows]
+        ax.barh(names, values, color="tab:blue")
+        ax.invert_yaxis()
+        ax.set_xlabel(label)
+        for y, v in enumerate(values):
+            ax.text(v, y, f" {v:,.3g}", va="center", fontsize=8)
+        ax.grid(axis="x", alpha=0.3)
+    for ax in axes[1:]:
+        ax.set_yticklabels([])
+    fig.suptitle("compression trade-off")
+    _save_png(fig, path)
+    plt.close(fig)
+
+
 def plot_confusion(matrix: list[list[int]], labels: list[str], path: Path, title: str) -> None:
     """Confusion matrix heat map: rows are true labels, columns predictions, cells are counts."""
     plt = _pyplot()

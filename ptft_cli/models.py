@@ -559,6 +559,8 @@ def build(cfg: Config, head: Head, tokenizer: Any, attn: str) -> tuple[Any, str]
         assert ref is not None
         key, where = "model.name_or_path", cfg.where("model.name_or_path")
         config = load_config(ref, m, key, where, **head.config)
+        if getattr(config, "ptft_compression", None):  # written by `ptft compress`
+            cls = _Compressed(cls, attn, trainable=True)
         try:
             model = cls.from_pretrained(
                 ref,
@@ -700,8 +702,9 @@ def load_trained(cfg: Config, head: Head, ref: str, key: str, attn: str) -> Any:
     config = load_config(ref, cfg.model, key, where)
     if head.needs_labels and not getattr(config, "id2label", None):
         raise DataError(f"{ref} has no label names (id2label)", where=where, key=key)
+    auto = _Compressed(_auto(head), attn) if getattr(config, "ptft_compression", None) else _auto(head)
     try:
-        model = _auto(head).from_pretrained(
+        model = auto.from_pretrained(
             ref,
             config=config,
             revision=cfg.model.revision,
@@ -714,6 +717,22 @@ def load_trained(cfg: Config, head: Head, ref: str, key: str, attn: str) -> Any:
         ) from None
     check_fits(cfg, model)
     return model
+
+
+class _Compressed:
+    """Stands in for an Auto class when a directory was written by `ptft compress`: its config.json
+    records the structure (factorised layers, pruned heads, int8) to rebuild before the weights load."""
+
+    def __init__(self, auto: Any, attn: str, *, trainable: bool = False):
+        self.auto, self.attn, self.trainable = auto, attn, trainable
+
+    def from_pretrained(self, ref: str, *, config: Any, **_: Any) -> Any:
+        from ptft_cli import compress
+
+        quantized = config.ptft_compression.get("quantize")
+        if self.trainable and quantized:
+            raise ValueError(f"it is quantized ({quantized}), and a quantized model cannot be trained")
+        return compress.load(self.auto.from_config(config, attn_implementation=self.attn), ref)
 
 
 def load_weights(model: Any, folder: Path) -> None:

@@ -653,18 +653,29 @@ def _load(cfg: Config, task: Any, ref: str, key: str, attn: str | None = None) -
         cfg.model.attn_implementation, hw.device, cfg.tokenizer.max_length
     )
     head = task.head(cfg, None)
-    model = models.load_trained(cfg, head, ref, key, attn).to(hw.device)
+    model = models.load_trained(cfg, head, ref, key, attn)
+    _check_int8_device(cfg, model, hw)
+    model = model.to(hw.device)
     if head.pads:
         models.ensure_pad_token(tokenizer, model)
     return tasks.Loaded(model, tokenizer, hw, ref)
 
 
 def evaluate(cfg: Config) -> dict[str, Any]:
-    """Metrics of a trained model on labelled data or text; written to eval/metrics.json."""
+    """Metrics of a trained model on labelled data or text; written to eval/metrics.json. With
+    `evaluate.compare`: the trade-off table of the model and those runs, in eval/compare.json."""
     task = tasks.get(cfg)
     key = "evaluate.model" if cfg.evaluate.model else "output_dir"
     ref = trained_model(cfg, cfg.evaluate.model, "evaluate.model")
     run = RunDir(cfg.output_dir)
+    if cfg.evaluate.compare:
+        entries = [(_entry_name(ref), ref, key)] + [
+            (_entry_name(m), m, "evaluate.compare") for m in _compare_models(cfg)
+        ]
+        out_dir = Path(cfg.evaluate.output_dir or run.eval_dir)
+        out_key = "evaluate.output_dir" if cfg.evaluate.output_dir else "output_dir"
+        checkpoint.check_output_dir(out_dir, out_key, cfg.where(out_key))
+        return {"compare": compare(cfg, task, entries, out_dir)}
     inputs = task.evaluation_inputs(cfg, run, ref)
     out_dir = Path(cfg.evaluate.output_dir or run.eval_dir)
     out_key = "evaluate.output_dir" if cfg.evaluate.output_dir else "output_dir"
@@ -806,6 +817,207 @@ def explain(cfg: Config) -> Path:
     return out
 
 
+# ---------------------------------------------------------------------------------------------
+# compress and the trade-off table
+
+
+def compress(cfg: Config) -> dict[str, Any]:
+    """A smaller model from a trained one: prune → low-rank → (recovery fine-tune) → quantize, saved
+    to `<compress.output_dir>/model`, then the table comparing it with the original."""
+    import copy
+
+    from ptft_cli import compress as comp
+    from ptft_cli import hardware
+
+    # 1. Every check before anything is written.
+    task = tasks.get(cfg)
+    c = cfg.compress
+    key = "compress.model" if c.model else "output_dir"
+    ref = trained_model(cfg, c.model, "compress.model")
+    local = models.config_json(ref)  # None for a Hub id: checked again once loaded
+    plan = comp.check_plan(cfg, local)
+    out = Path(c.output_dir or Path(str(cfg.output_dir)) / "compressed")
+    out_key = "compress.output_dir" if c.output_dir else "output_dir"
+    if out.exists():
+        raise RunDirError(
+            f"{out} already exists; compress writes a new directory",
+            where=cfg.where(out_key),
+            key="compress.output_dir",
+            hint="set compress.output_dir to a new folder, or remove that one",
+        )
+    checkpoint.check_output_dir(out, out_key, cfg.where(out_key))
+    if c.recover:
+        task.read_inputs(cfg, task.COMMANDS[0])  # the recovery run's data, checked now
+    hw = hardware.resolve(cfg.device, cfg.precision, training=False, where=cfg.where("device"))
+    if plan.quantize == "int8" and hw.device.type != "cpu":
+        raise _int8_not_here(cfg, hw)
+    loaded = _load(cfg, task, ref, key)
+    if local is None:
+        comp.check_plan(cfg, loaded.model.config.to_dict())
+    model = loaded.model.to("cpu").float()
+
+    # 2. Structure (in memory): heads, then layers (heads are numbered before layers drop), then low-rank.
+    record: dict[str, Any] = {}
+    if (plan.low_rank or plan.quantize) and comp.conv1d_to_linear(model):
+        record["conv1d_as_linear"] = True
+    if plan.heads:
+        comp.prune_heads(model, plan.heads)
+        shift = {old: old - sum(d < old for d in plan.drop_layers) for old in plan.heads}
+        record["pruned_heads"] = {str(shift[k]): v for k, v in plan.heads.items()}
+    if plan.drop_layers:
+        comp.drop_layers(model, plan.drop_layers)
+    if plan.low_rank:
+        names = comp.choose_modules(model, plan.modules, cfg.where("compress.low_rank.modules"))
+        record["low_rank"] = comp.low_rank(model, plan, names)
+        if not record["low_rank"]:
+            console.warn(
+                f"no layer of {len(names)} would shrink at energy {plan.energy}; none was factorised"
+            )
+    if record:
+        setattr(model.config, comp.RECORD, dict(record))
+    console.key_values(
+        "compress",
+        [("model", ref), ("plan", plan.summary()), ("output", str(out))],
+    )
+    entries = [("original", ref, key)]
+
+    # 3. Recovery: the normal fine-tuning run, from the compressed model, inside the output folder.
+    if c.recover:
+        start = out / "before-recovery"
+        checkpoint.save_pretrained(model, loaded.tokenizer, start)
+        entries.append(("before recovery", str(start), "compress.output_dir"))
+        rcfg = copy.deepcopy(cfg)
+        rcfg.model.name_or_path, rcfg.model.architecture = str(start), None
+        rcfg.output_dir, rcfg.resume = str(out / "recovery"), None
+        train(rcfg, task.COMMANDS[0], RunOptions())
+        attn = hardware.attn_implementation(
+            cfg.model.attn_implementation, hw.device, cfg.tokenizer.max_length
+        )
+        recovered = str(out / "recovery" / "model")
+        model = models.load_trained(rcfg, task.head(rcfg, None), recovered, key, attn).to("cpu")
+
+    # 4. Quantize last (its weights are stored as int8), and save.
+    if plan.quantize:
+        record["quantize"] = plan.quantize
+        setattr(model.config, comp.RECORD, dict(record))
+        tensors = comp.quantized_state(model, plan.quantize)
+        checkpoint.save_tensors_dir(model.config, tensors, loaded.tokenizer, out / "model")
+    else:
+        checkpoint.save_pretrained(model, loaded.tokenizer, out / "model")
+    console.info(f"compressed model saved to {out / 'model'}")
+    entries.append((out.name, str(out / "model"), "compress.output_dir"))
+    del model, loaded
+    return {"model": str(out / "model"), "compare": compare(cfg, task, entries, out)}
+
+
+def _int8_not_here(cfg: Config, hw: Any) -> ConfigError:
+    return ConfigError(
+        f"dynamic int8 quantization runs on the CPU only, and the device is {hw.device}",
+        where=cfg.where("device"),
+        key="device",
+        hint="set device: cpu (or use compress.quantize: int8_weight, which torchao runs on GPUs too)",
+    )
+
+
+def _check_int8_device(cfg: Config, model: Any, hw: Any) -> None:
+    from ptft_cli import compress as comp
+
+    if comp.record_of(model).get("quantize") == "int8" and hw.device.type != "cpu":
+        raise _int8_not_here(cfg, hw)
+
+
+def _compare_models(cfg: Config) -> list[str]:
+    """evaluate.compare's entries as model directories: a run's model/, or a model directory itself."""
+    found = []
+    for entry in cfg.evaluate.compare:
+        p = Path(entry)
+        for candidate in (p / "model", p / "compressed" / "model", p):
+            if (candidate / "config.json").is_file():
+                models.check_files(
+                    str(candidate), "evaluate.compare", cfg.where("evaluate.compare"), tokenizer=True
+                )
+                found.append(str(candidate))
+                break
+        else:
+            raise RunDirError(
+                f"{entry} holds no model (no config.json in it or in its model/)",
+                where=cfg.where("evaluate.compare"),
+                key="evaluate.compare",
+                hint="name ptft run directories, compress output directories or model directories",
+            )
+    return found
+
+
+def _entry_name(ref: str) -> str:
+    p = Path(ref)
+    return p.parent.name if p.name == "model" else p.name
+
+
+def compare(
+    cfg: Config, task: Any, entries: list[tuple[str, str, str]], out_dir: Path
+) -> list[dict[str, Any]]:
+    """The trade-off table of (name, model directory, config key) entries: parameters, size on disk,
+    throughput and the task's metrics; printed, and written to compare.json / compare.png.
+
+    Throughput is `predict` on predict.input when it is set (else evaluation on the validation data),
+    timed compress.throughput_rounds times per model, the models interleaved so that a shared CPU's
+    load falls on all of them alike; the fastest pass counts."""
+    from ptft_cli import compress as comp
+    from ptft_cli.metrics import plot_compare
+
+    run = RunDir(cfg.output_dir)
+    predicting = bool(cfg.predict.input)
+    texts = task.prediction_inputs(cfg) if predicting else None
+    rows, loaded = [], []
+    for name, ref, key in entries:
+        models.fit_max_length(cfg, ref)
+        inputs = task.evaluation_inputs(cfg, run, ref)
+        one = _load(cfg, task, ref, key)
+        with console.counting_progress(f"evaluate {name}") as advance:
+            metrics = task.evaluate(cfg, inputs, one, advance)
+        loaded.append((one, inputs))
+        rows.append(
+            {
+                "name": name,
+                "model": ref,
+                "parameters": comp.parameter_count(one.model),
+                "size_mb": round(comp.weight_bytes(Path(ref)) / 1e6, 4),
+                **{m: metrics[m] for m in task.METRICS if isinstance(metrics.get(m), (int, float))},
+            }
+        )
+    rates, unit = _throughput(cfg, task, loaded, texts)
+    for row, rate in zip(rows, rates):
+        row["per_second"] = rate
+        row["speedup"] = round(rate / max(rates[0], 1e-9), 2)
+    base = rows[0]
+    what = f"predict on {cfg.predict.input}" if predicting else "evaluation on the validation data"
+    shown = [m for m in task.METRICS if m in base]
+    checkpoint.atomic_write_json(out_dir / "compare.json", {"throughput": what, "unit": unit, "rows": rows})
+    plot_compare(rows, shown, unit, out_dir / "compare.png")
+    console.compare_table(rows, shown, f"{unit}/s, {what}")
+    console.info(f"table written to {out_dir / 'compare.json'}")
+    return rows
+
+
+def _throughput(cfg: Config, task: Any, loaded: list[tuple[Any, Any]], texts: Any) -> tuple[list[float], str]:
+    """Per model: `predict` on `texts` (examples/s), or else evaluation (examples/s, or tokens/s for
+    language models), in compress.throughput_rounds rounds of every model in turn; the fastest pass counts."""
+    best = [float("inf")] * len(loaded)
+    counts = [0] * len(loaded)
+    unit = "examples"
+    for _ in range(cfg.compress.throughput_rounds):
+        for i, (one, inputs) in enumerate(loaded):
+            started = time.perf_counter()
+            if texts is not None:
+                counts[i] = len(task.predict(cfg, texts, one, lambda n: None))
+            else:
+                metrics = task.evaluate(cfg, inputs, one, lambda n: None)
+                unit = "examples" if "examples" in metrics else "tokens"
+                counts[i] = int(metrics.get(unit, 0))
+            best[i] = min(best[i], time.perf_counter() - started)
+    return [round(n / max(t, 1e-9), 1) for n, t in zip(counts, best)], unit
+
+
 def chat(cfg: Config, ask: Any) -> int:
     """An interactive conversation with a trained causal LM through its chat template: `ask(prompt)`
     returns the user's next message (None at the end of input). Returns the number of replies."""
@@ -882,6 +1094,11 @@ def validate(cfg: Config, opts: RunOptions | None = None) -> dict[str, str]:
         rows += predicted.summary
     if cfg.evaluate.data:
         rows.append(("evaluate.data", str(cfg.evaluate.data)))
+    if any(k.split(".")[0] == "compress" for k in [*cfg.lines, *cfg.overridden]):
+        from ptft_cli import compress as comp
+
+        ref = cfg.compress.model or str(RunDir(cfg.output_dir).model_dir)
+        rows.append(("compress", comp.check_plan(cfg, models.config_json(ref)).summary()))
     t, d = cfg.training, cfg.distributed
     processes = (d.nproc_per_node or 1) * d.nnodes
     rows.append(

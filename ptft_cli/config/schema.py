@@ -445,6 +445,12 @@ class EvaluateConfig:
         "Classification: a column of the evaluation data file (e.g. a demographic or a domain); metrics.json "
         "then also holds accuracy, macro-F1 and support per group, and the largest gap between groups.",
     )
+    compare: list[str] = opt(
+        [],
+        "Runs or model directories to compare with the model (also `--compare`): parameters, size on disk, "
+        "`predict` throughput and the metric, written to compare.json and compare.png.",
+        path=True,
+    )
 
 
 @dataclass
@@ -636,6 +642,69 @@ class LoggingConfig:
 
 
 @dataclass
+class LowRankConfig:
+    rank_ratio: float | None = opt(
+        None,
+        "SVD-factorise linear layers into two, keeping this share of each layer's parameters (0.5: half); "
+        "set this or `energy`.",
+        gt=0.0,
+        lt=1.0,
+    )
+    energy: float | None = opt(
+        None,
+        "Instead of rank_ratio: the smallest rank keeping this share of each weight's squared singular "
+        "values (a layer that would not shrink stays whole).",
+        gt=0.0,
+        le=1.0,
+    )
+    modules: list[str] | None = opt(
+        None,
+        "Linear layers to factorise: names a module name ends in (`query`, `intermediate.dense`); null: "
+        "every linear layer in the transformer blocks.",
+    )
+
+
+@dataclass
+class PruneConfig:
+    layers: list[int] = opt([], "Transformer blocks to drop, numbered from 0 (the rest keep their order).")
+    heads: dict[int, list[int]] | None = opt(
+        None,
+        "Attention heads to remove, by block: `{0: [1, 3]}` (BERT-style attention: bert, roberta, electra).",
+    )
+
+
+@dataclass
+class CompressConfig:
+    model: str | None = opt(None, "Model to compress; null uses `<output_dir>/model`.", model_ref=True)
+    output_dir: str | None = opt(
+        None,
+        "Where the compressed model (`model/`), compare.json and compare.png go; a new directory. Null: "
+        "`<output_dir>/compressed`.",
+        path=True,
+    )
+    quantize: Literal["int8", "int8_weight"] | None = opt(
+        None,
+        "`int8`: dynamic int8 linear layers (torch, CPU inference; weights stored as int8); `int8_weight`: "
+        "weight-only int8 through torchao. Loads only through ptft.",
+    )
+    low_rank: LowRankConfig = field(
+        default_factory=LowRankConfig, metadata={"doc": "Low-rank (SVD) factorisation."}
+    )
+    prune: PruneConfig = field(default_factory=PruneConfig, metadata={"doc": "Structured pruning."})
+    recover: bool = opt(
+        False,
+        "After pruning / low-rank, fine-tune with the `training` and `data` sections (the normal training "
+        "loop; its run goes to `<compress.output_dir>/recovery`).",
+    )
+    throughput_rounds: int = opt(
+        2,
+        "Compare table: timed `predict` passes per model, interleaved across models (the fastest counts).",
+        ge=1,
+        le=100,
+    )
+
+
+@dataclass
 class Config:
     task: str = opt(
         "classification",
@@ -697,6 +766,10 @@ class Config:
     )
     explain: ExplainConfig = field(
         default_factory=ExplainConfig, metadata={"doc": "`ptft explain`.", "resume_safe": True}
+    )
+    compress: CompressConfig = field(
+        default_factory=CompressConfig,
+        metadata={"doc": "`ptft compress`: quantize, factorise, prune.", "resume_safe": True},
     )
 
     # Not schema keys: where the config came from, for error messages and the resolved copy.
