@@ -727,12 +727,12 @@ class _Compressed:
         self.auto, self.attn, self.trainable = auto, attn, trainable
 
     def from_pretrained(self, ref: str, *, config: Any, **_: Any) -> Any:
-        from ptft_cli import compress
+        from ptft_cli import compression
 
         quantized = config.ptft_compression.get("quantize")
         if self.trainable and quantized:
             raise ValueError(f"it is quantized ({quantized}), and a quantized model cannot be trained")
-        return compress.load(self.auto.from_config(config, attn_implementation=self.attn), ref)
+        return compression.load(self.auto.from_config(config, attn_implementation=self.attn), ref)
 
 
 def load_weights(model: Any, folder: Path) -> None:

@@ -826,7 +826,7 @@ def compress(cfg: Config) -> dict[str, Any]:
     to `<compress.output_dir>/model`, then the table comparing it with the original."""
     import copy
 
-    from ptft_cli import compress as comp
+    from ptft_cli import compression as comp
     from ptft_cli import hardware
 
     # 1. Every check before anything is written.
@@ -920,7 +920,7 @@ def _int8_not_here(cfg: Config, hw: Any) -> ConfigError:
 
 
 def _check_int8_device(cfg: Config, model: Any, hw: Any) -> None:
-    from ptft_cli import compress as comp
+    from ptft_cli import compression as comp
 
     if comp.record_of(model).get("quantize") == "int8" and hw.device.type != "cpu":
         raise _int8_not_here(cfg, hw)
@@ -962,7 +962,7 @@ def compare(
     Throughput is `predict` on predict.input when it is set (else evaluation on the validation data),
     timed compress.throughput_rounds times per model, the models interleaved so that a shared CPU's
     load falls on all of them alike; the fastest pass counts."""
-    from ptft_cli import compress as comp
+    from ptft_cli import compression as comp
     from ptft_cli.metrics import plot_compare
 
     run = RunDir(cfg.output_dir)
@@ -1095,7 +1095,7 @@ def validate(cfg: Config, opts: RunOptions | None = None) -> dict[str, str]:
     if cfg.evaluate.data:
         rows.append(("evaluate.data", str(cfg.evaluate.data)))
     if any(k.split(".")[0] == "compress" for k in [*cfg.lines, *cfg.overridden]):
-        from ptft_cli import compress as comp
+        from ptft_cli import compression as comp
 
         ref = cfg.compress.model or str(RunDir(cfg.output_dir).model_dir)
         rows.append(("compress", comp.check_plan(cfg, models.config_json(ref)).summary()))

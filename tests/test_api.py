@@ -183,3 +183,12 @@ def test_shell_completion_shows_installs_and_completes_without_torch(tmp_path: P
         timeout=60,
     )
     assert done.stdout.split() == ["finetune"] and done.stderr.strip() == "False"
+
+
+def test_every_api_name_is_the_function_even_after_the_modules_load() -> None:
+    """`ptft.compress` is the command, not the module behind it (ptft_cli.compression)."""
+    import ptft_cli
+    from ptft_cli import api, compression, runner  # noqa: F401
+
+    for name in ("pretrain", "finetune", "evaluate", "predict", "explain", "compress", "validate", "env"):
+        assert getattr(ptft_cli, name) is getattr(api, name)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ptft_cli import compress
+from ptft_cli import compression as compress
 
 
 @pytest.fixture(scope="session")
