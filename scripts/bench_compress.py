@@ -180,6 +180,13 @@ def main() -> None:
             f"\n(a) int8: {int8['speedup']:.2f}x predict throughput (target >= 1.5), "
             f"accuracy {100 * (int8['accuracy'] - ref['accuracy']):+.2f} points (target within 1)"
         )
+    for extra in args.extra:  # e.g. the distilled student of scripts/bench_distill.py
+        row = by_name.get(extra.resolve().name)
+        if row:
+            print(
+                f"(b) {row['name']}: {row['accuracy'] / ref['accuracy']:.1%} of the teacher's dev accuracy at "
+                f"{row['speedup']:.2f}x predict throughput (targets >= 97%, >= 1.8x)"
+            )
     if "low-rank" in by_name:
         low = by_name["low-rank"]
         after, before = linear_parameters(work / "low-rank" / "model")
