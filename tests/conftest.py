@@ -124,35 +124,35 @@ def data_dir(tmp_path: Path) -> Path:
     return d
 
 
-@pytest.fixture
-def write_config(tmp_path: Path, tiny_bert: Path, data_dir: Path) -> Callable[..., Path]:
-    """Write a small classification config; keyword `extra` appends YAML lines, `body` replaces it."""
-
-    def write(extra: str = "", *, body: str | None = None, name: str = "config.yaml") -> Path:
-        text = (
-            body
-            if body is not None
-            else f"""task: classification
+def classifier_yaml(model: Path, *, epochs: int = 8, predict: bool = True) -> str:
+    """The small classification config of these tests (data/ as `data_dir` writes it), as text."""
+    text = f"""task: classification
 output_dir: run
 seed: 0
 device: cpu
 precision: fp32
 model:
-  name_or_path: {tiny_bert}
+  name_or_path: {model}
   dropout: 0.0
 data:
   train: data/train.csv
   validation: data/validation.csv
 training:
-  epochs: 8
+  epochs: {epochs}
   batch_size: 16
   learning_rate: 1.0e-2
   warmup_ratio: 0.1
   log_every: 2
-predict:
-  input: data/texts.txt
 """
-        )
+    return text + ("predict:\n  input: data/texts.txt\n" if predict else "")
+
+
+@pytest.fixture
+def write_config(tmp_path: Path, tiny_bert: Path, data_dir: Path) -> Callable[..., Path]:
+    """Write a small classification config; keyword `extra` appends YAML lines, `body` replaces it."""
+
+    def write(extra: str = "", *, body: str | None = None, name: str = "config.yaml") -> Path:
+        text = body if body is not None else classifier_yaml(tiny_bert)
         path = tmp_path / name
         path.write_text(text + extra, encoding="utf-8")
         return path

@@ -27,31 +27,14 @@ def teacher(tmp_path_factory, tiny_bert: Path) -> Path:
     from typer.testing import CliRunner
 
     from ptft_cli.cli import app
-    from tests.conftest import make_sentences, write_csv
+    from tests.conftest import classifier_yaml, make_sentences, write_csv
 
     tmp = tmp_path_factory.mktemp("teacher")
     (tmp / "data").mkdir()
     write_csv(tmp / "data" / "train.csv", make_sentences(96, seed=1))
     write_csv(tmp / "data" / "validation.csv", make_sentences(32, seed=2))
     config = tmp / "teacher.yaml"
-    config.write_text(
-        f"""task: classification
-output_dir: run
-device: cpu
-precision: fp32
-model:
-  name_or_path: {tiny_bert}
-  dropout: 0.0
-data:
-  train: data/train.csv
-  validation: data/validation.csv
-training:
-  epochs: 8
-  batch_size: 16
-  learning_rate: 1.0e-2
-  warmup_ratio: 0.1
-"""
-    )
+    config.write_text(classifier_yaml(tiny_bert, predict=False))
     result = CliRunner().invoke(app, ["finetune", "--config", str(config)])
     assert result.exit_code == 0, result.output
     assert json.loads((tmp / "run" / "results.json").read_text())["final"]["eval_accuracy"] >= 0.9

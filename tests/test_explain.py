@@ -13,7 +13,7 @@ import torch
 from typer.testing import CliRunner
 
 from ptft_cli.cli import app
-from tests.conftest import make_sentences, write_csv
+from tests.conftest import classifier_yaml, make_sentences, write_csv
 
 
 def ptft(*args: object):
@@ -42,29 +42,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, tiny_bert: Path) -> Path:
         "\n".join(t for t, _ in make_sentences(6, seed=3)) + "\n", encoding="utf-8"
     )
     config = folder / "config.yaml"
-    config.write_text(
-        f"""task: classification
-output_dir: run
-device: cpu
-precision: fp32
-model:
-  name_or_path: {tiny_bert}
-  dropout: 0.0
-data:
-  train: data/train.csv
-  validation: data/validation.csv
-training:
-  epochs: 4
-  batch_size: 16
-  learning_rate: 1.0e-2
-  warmup_ratio: 0.1
-predict:
-  input: data/texts.txt
-explain:
-  steps: 32
-""",
-        encoding="utf-8",
-    )
+    config.write_text(classifier_yaml(tiny_bert, epochs=4) + "explain:\n  steps: 32\n", encoding="utf-8")
     result = ptft("finetune", "--config", config)
     assert result.exit_code == 0, result.output
     return config
