@@ -485,6 +485,7 @@ def _header(
     rows = [r for r in rows if r[0] != "resume"] + [
         ("device", f"{hw.device} · {hw.precision} ({hw.why}); evaluation {hw.eval_precision}"),
         *_processes(cfg, hw.world),
+        *_speed(cfg),
         (
             "batch",
             f"{t.batch_size} per process × {t.gradient_accumulation_steps} accumulation × {hw.world.size} "
@@ -499,6 +500,18 @@ def _header(
         *resume,
     ]
     console.key_values(f"ptft {command} · {cfg.source.name if cfg.source else cfg.name}", rows)
+
+
+def _speed(cfg: Config) -> list[tuple[str, str]]:
+    """The speed options in force (the first steps of a compiled run are slow: they compile)."""
+    t = cfg.training
+    on = (
+        [f"torch.compile ({'each block' if t.compile_scope == 'blocks' else 'whole model'})"]
+        if t.compile
+        else []
+    )
+    on += ["gradient checkpointing"] if t.gradient_checkpointing else []
+    return [("speed", ", ".join(on))] if on else []
 
 
 def _processes(cfg: Config, world: Any) -> list[tuple[str, str]]:

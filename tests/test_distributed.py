@@ -224,6 +224,26 @@ def test_fsdp_trains_a_llama_whose_model_loads_with_from_pretrained(
     torch.testing.assert_close(model(ids).logits, reference(ids).logits, rtol=1e-4, atol=1e-4)
 
 
+def test_compiled_blocks_under_fsdp_and_ddp_train_as_eager_on_one_process(
+    corpus_dir, tmp_path: Path, cli, one_thread
+) -> None:
+    """training.compile compiles each block's forward; FSDP2's and DDP's hooks stay outside it."""
+    config = clm_config(tmp_path, "distributed:\n  strategy: fsdp\n")
+    config.write_text(config.read_text().replace("architecture: gpt2", "architecture: llama"))
+    common = ["--set", "training.max_steps=6", "--set", "training.eval_every=6"]
+    one = cli("pretrain", "--config", config, *common, "--set", f"output_dir={tmp_path / 'one'}")
+    assert one.exit_code == 0, one.output
+    for strategy in ("fsdp", "ddp"):
+        two = ptft(
+            "pretrain", "--config", config, *common, "--set", f"output_dir={tmp_path / strategy}",
+            "--set", "training.batch_size=8", "--set", "training.compile=true",
+            "--set", f"distributed.strategy={strategy}", "--nproc", "2", cwd=tmp_path, timeout=300,
+        )  # fmt: skip
+        assert two.returncode == 0, two.stderr
+        assert "torch.compile (each block)" in two.stderr
+        assert_close_runs(tmp_path / "one", tmp_path / strategy)
+
+
 def test_a_bad_row_seen_by_one_process_stops_all_with_the_same_line(write_config, tmp_path: Path) -> None:
     """Rank 1 reads a data file with a bad label (as a machine with its own copy of the data
     would); both processes exit 2 within seconds, rank 0 prints the line, nothing is written."""
