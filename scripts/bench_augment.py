@@ -20,8 +20,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import sst2_minilm
+from sst2_minilm import BATCH, MAX_LEN
+
 ROOT = Path(__file__).resolve().parents[1]
-ROWS, BATCH, LR, WARMUP, MAX_LEN = 2000, 32, 1e-4, 0.06, 128
+ROWS = 2000  # the rest of the setup is sst2_minilm's
 AUGMENT = {"delete": 0.1, "swap": 0.1, "insert": 0.1}
 
 
@@ -30,24 +33,9 @@ def run(data: Path, model_path: str, seed: int, epochs: int, augment: bool) -> d
     config = work / "sst2.yaml"
     extra = "  augment: {" + ", ".join(f"{k}: {v}" for k, v in AUGMENT.items()) + "}\n" if augment else ""
     config.write_text(
-        f"""task: classification
-output_dir: {work / "run"}
-seed: {seed}
-model:
-  name_or_path: {model_path}
-tokenizer:
-  max_length: {MAX_LEN}
-data:
-  train: {data / "train.tsv"}
-  validation: {data / "dev.tsv"}
-  text_column: sentence
-  max_train_samples: {ROWS}
-{extra}training:
-  epochs: {epochs}
-  batch_size: {BATCH}
-  learning_rate: {LR}
-  warmup_ratio: {WARMUP}
-""",
+        sst2_minilm.config(
+            work / "run", data, model_path, rows=ROWS, seed=seed, epochs=epochs, data_lines=extra
+        ),
         encoding="utf-8",
     )
     started = time.perf_counter()

@@ -30,35 +30,23 @@ import sys
 import tempfile
 from pathlib import Path
 
+import sst2_minilm
+from sst2_minilm import ROWS
+
 ROOT = Path(__file__).resolve().parents[1]
-ROWS, BATCH, LR, WARMUP, WD, MAX_LEN, SEED = 4000, 32, 1e-4, 0.06, 0.01, 128, 0  # bench_finetune_sst2's
 PREDICT_TEXTS = 10_000
 
 
 def base_config(work: Path, data: Path, run: Path, model_path: str, rows: int) -> str:
     """The teacher's fine-tuning config; compress configs add their section to it."""
-    return f"""task: classification
-output_dir: {run}
-seed: {SEED}
-model:
-  name_or_path: {model_path}
-tokenizer:
-  max_length: {MAX_LEN}
-data:
-  train: {data / "train.tsv"}
-  validation: {data / "dev.tsv"}
-  text_column: sentence
-  max_train_samples: {rows}
-training:
-  epochs: 1
-  batch_size: {BATCH}
-  learning_rate: {LR}
-  warmup_ratio: {WARMUP}
-  weight_decay: {WD}
-  keep_checkpoints: 1
-predict:
-  input: {work / "texts.txt"}
-"""
+    return sst2_minilm.config(
+        run,
+        data,
+        model_path,
+        rows=rows,
+        training_lines="  keep_checkpoints: 1\n",
+        tail=f"predict:\n  input: {work / 'texts.txt'}\n",
+    )
 
 
 def ptft(*args: str) -> None:

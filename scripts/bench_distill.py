@@ -33,8 +33,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import sst2_minilm
+from sst2_minilm import ROWS, SEED
+
 ROOT = Path(__file__).resolve().parents[1]
-ROWS, BATCH, LR, WARMUP, WD, MAX_LEN, SEED = 4000, 32, 1e-4, 0.06, 0.01, 128, 0
 STUDENT_LR, TEMPERATURE, ALPHA = 2e-4, 2.0, 0.5
 PTFT = [sys.executable, "-m", "ptft_cli"]
 
@@ -56,59 +58,24 @@ def ptft(*args: str) -> str:
 
 def teacher_config(work: Path, data: Path, model_path: str) -> Path:
     config = work / "teacher.yaml"
-    config.write_text(
-        f"""task: classification
-output_dir: {work / "teacher"}
-seed: {SEED}
-model:
-  name_or_path: {model_path}
-tokenizer:
-  max_length: {MAX_LEN}
-data:
-  train: {data / "train.tsv"}
-  validation: {data / "dev.tsv"}
-  text_column: sentence
-  max_train_samples: {ROWS}
-training:
-  epochs: 1
-  batch_size: {BATCH}
-  learning_rate: {LR}
-  warmup_ratio: {WARMUP}
-  weight_decay: {WD}
-"""
-    )
+    config.write_text(sst2_minilm.config(work / "teacher", data, model_path))
     return config
 
 
 def student_config(work: Path, data: Path, teacher: Path, transfer: Path | None, name: str) -> Path:
     config = work / f"{name}.yaml"
     transfer_line = f"  transfer_data: {transfer}\n" if transfer else ""
+    distillation = f"distillation:\n  teacher: {teacher}\n  temperature: {TEMPERATURE}\n  alpha: {ALPHA}\n"
     config.write_text(
-        f"""task: classification
-output_dir: {work / name}
-seed: {SEED}
-model:
-  name_or_path: {teacher / "model"}
-  student_init: every_other_layer
-tokenizer:
-  max_length: {MAX_LEN}
-data:
-  train: {data / "train.tsv"}
-  validation: {data / "dev.tsv"}
-  text_column: sentence
-  max_train_samples: {ROWS}
-distillation:
-  teacher: {teacher}
-  temperature: {TEMPERATURE}
-  alpha: {ALPHA}
-{transfer_line}training:
-  epochs: 1
-  batch_size: {BATCH}
-  learning_rate: {STUDENT_LR}
-  warmup_ratio: {WARMUP}
-  weight_decay: {WD}
-  log_every: 10
-"""
+        sst2_minilm.config(
+            work / name,
+            data,
+            teacher / "model",
+            learning_rate=STUDENT_LR,
+            model_lines="  student_init: every_other_layer\n",
+            sections=distillation + transfer_line,
+            training_lines="  log_every: 10\n",
+        )
     )
     return config
 

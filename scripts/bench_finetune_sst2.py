@@ -24,8 +24,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import sst2_minilm
+from sst2_minilm import BATCH, LR, MAX_LEN, ROWS, SEED, WARMUP, WD
+
 ROOT = Path(__file__).resolve().parents[1]
-ROWS, BATCH, LR, WARMUP, WD, MAX_LEN, SEED = 4000, 32, 1e-4, 0.06, 0.01, 128, 0
 
 
 def read_tsv(path: Path) -> list[tuple[str, int]]:
@@ -102,28 +104,7 @@ def trainer_run(mode: str, data: Path) -> dict:
 def ptft_run(data: Path, model_path: str) -> dict:
     work = Path(tempfile.mkdtemp(prefix="bench-ptft-"))
     config = work / "sst2.yaml"
-    config.write_text(
-        f"""task: classification
-output_dir: {work / "run"}
-seed: {SEED}
-model:
-  name_or_path: {model_path}
-tokenizer:
-  max_length: {MAX_LEN}
-data:
-  train: {data / "train.tsv"}
-  validation: {data / "dev.tsv"}
-  text_column: sentence
-  max_train_samples: {ROWS}
-training:
-  epochs: 1
-  batch_size: {BATCH}
-  learning_rate: {LR}
-  warmup_ratio: {WARMUP}
-  weight_decay: {WD}
-""",
-        encoding="utf-8",
-    )
+    config.write_text(sst2_minilm.config(work / "run", data, model_path), encoding="utf-8")
     ptft = Path(sys.executable).with_name("ptft")
     started = time.perf_counter()
     subprocess.run([str(ptft), "finetune", "--config", str(config)], check=True, stderr=subprocess.DEVNULL)
