@@ -172,6 +172,7 @@ OPTIONAL = {
     "wandb": "Weights & Biases logging",
     "mlflow": "MLflow logging",
     "captum": "attributions (ptft explain)",
+    "torchao": "compress.quantize: int8_weight",
     "accelerate": "the Trainer reference of scripts/bench_finetune_sst2.py",
 }
 
