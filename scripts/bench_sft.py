@@ -25,6 +25,7 @@ import importlib.util
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -84,8 +85,11 @@ training:
         encoding="utf-8",
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    overrides = [part for kv in args.overrides for part in ("--set", kv)]
     subprocess.run(
-        [sys.executable, "-m", "ptft_cli", "finetune", "--config", str(config)], check=True, env=env
+        [sys.executable, "-m", "ptft_cli", "finetune", "--config", str(config), *overrides],
+        check=True,
+        env=env,
     )
     results = json.loads((out / "results.json").read_text())
     return {"train_seconds": results["train_seconds"], "model": out / "model"}
@@ -165,6 +169,14 @@ def main() -> None:
     parser.add_argument(
         "--skip-trl", type=Path, help="reuse a finished TRL run's folder (its result.json, model/)"
     )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config override for the ptft run only (an experiment; the figures use none)",
+    )
     args = parser.parse_args()
     if not (args.data / "train.jsonl").is_file():
         sys.exit(f"no GSM8K at {args.data}: pass --data")
@@ -186,6 +198,8 @@ def main() -> None:
         else:
             trl = run_trl(work, model, args.data / "train.jsonl", args)
         scores = {name: score(r["model"], test, args.more) for name, r in (("ptft", ptft), ("trl", trl))}
+        if args.keep and not args.skip_trl:  # the TRL run, for --skip-trl next time
+            shutil.copytree(work / "trl", args.keep / "trl", dirs_exist_ok=True)
         trainable = json.loads((work / "ptft" / "results.json").read_text())["parameters"]["trainable"]
     print(f"\nLoRA SFT of SmolLM2-135M-Instruct, {args.rows} GSM8K rows, 1 epoch, batch 8, this machine")
     n = scores["ptft"]["asked"]
