@@ -80,6 +80,7 @@ training:
   learning_rate: 2.0e-4
   lr_scheduler: cosine
   weight_decay: 0.0
+  group_by_length: false  # TRL's sampler: random batches (ptft's default groups by length: faster)
   log_every: 4
 """,
         encoding="utf-8",
