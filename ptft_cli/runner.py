@@ -504,13 +504,11 @@ def _header(
 
 def _speed(cfg: Config) -> list[tuple[str, str]]:
     """The speed options in force (the first steps of a compiled run are slow: they compile)."""
-    t = cfg.training
-    on = (
-        [f"torch.compile ({'each block' if t.compile_scope == 'blocks' else 'whole model'})"]
-        if t.compile
-        else []
-    )
-    on += ["gradient checkpointing"] if t.gradient_checkpointing else []
+    t, on = cfg.training, []
+    if t.compile:
+        on.append(f"torch.compile ({'each block' if t.compile_scope == 'blocks' else 'whole model'})")
+    if t.gradient_checkpointing:
+        on.append("gradient checkpointing")
     return [("speed", ", ".join(on))] if on else []
 
 

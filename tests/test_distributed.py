@@ -199,12 +199,17 @@ def test_a_checkpoint_resumes_on_another_number_of_processes(
     assert not (tmp_path / "shrunk").exists()
 
 
+def fsdp_llama_config(tmp_path: Path) -> Path:
+    """The small CLM config of test_pretrain_cli with a LLaMA (FSDP2 shards its decoder layers)."""
+    config = clm_config(tmp_path, "distributed:\n  strategy: fsdp\n")
+    config.write_text(config.read_text().replace("architecture: gpt2", "architecture: llama"))
+    return config
+
+
 def test_fsdp_trains_a_llama_whose_model_loads_with_from_pretrained(
     corpus_dir, tmp_path: Path, cli, one_thread
 ) -> None:
-    config = clm_config(tmp_path, "distributed:\n  strategy: fsdp\n")
-    text = config.read_text().replace("architecture: gpt2", "architecture: llama")
-    config.write_text(text)
+    config = fsdp_llama_config(tmp_path)
     common = ["--set", "training.max_steps=10", "--set", "training.eval_every=10"]
     one = cli("pretrain", "--config", config, *common, "--set", f"output_dir={tmp_path / 'one'}")
     assert one.exit_code == 0, one.output
@@ -228,8 +233,7 @@ def test_compiled_blocks_under_fsdp_and_ddp_train_as_eager_on_one_process(
     corpus_dir, tmp_path: Path, cli, one_thread
 ) -> None:
     """training.compile compiles each block's forward; FSDP2's and DDP's hooks stay outside it."""
-    config = clm_config(tmp_path, "distributed:\n  strategy: fsdp\n")
-    config.write_text(config.read_text().replace("architecture: gpt2", "architecture: llama"))
+    config = fsdp_llama_config(tmp_path)
     common = ["--set", "training.max_steps=6", "--set", "training.eval_every=6"]
     one = cli("pretrain", "--config", config, *common, "--set", f"output_dir={tmp_path / 'one'}")
     assert one.exit_code == 0, one.output
