@@ -1,8 +1,10 @@
-"""The demo's story script: the random-init control arm and the side-by-side table."""
+"""The demo's scripts: the random-init control arm, the side-by-side table, the generated reviews."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -64,3 +66,32 @@ def test_random_init_keeps_the_network_and_tokenizer_and_redraws_the_weights(
     a, b = load_file(tiny_bert / "model.safetensors"), load_file(target / "model.safetensors")
     embeddings = "bert.embeddings.word_embeddings.weight"
     assert a[embeddings].shape == b[embeddings].shape and not (a[embeddings] == b[embeddings]).all()
+
+
+def demo_reviews():
+    spec = importlib.util.spec_from_file_location("demo_reviews", REPO / "scripts" / "demo_reviews.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_bundled_reviews_are_what_the_script_writes() -> None:
+    generator = demo_reviews()
+    bundled = (REPO / "configs" / "demo" / "data" / "reviews.txt").read_text(encoding="utf-8")
+    assert bundled == generator.pretraining_text()
+    assert bundled.count("\n\n") == generator.PRETRAINING_REVIEWS - 1
+
+
+def test_each_generated_review_has_one_tone_and_a_verdict_to_match() -> None:
+    generator = demo_reviews()
+    positive, negative = set(generator.POSITIVE), set(generator.NEGATIVE)
+    assert not positive & negative
+    verdicts = {tone: generator.VERDICTS[tone].split("|") for tone in (True, False)}
+    tones = {True: 0, False: 0}
+    for text in generator.pretraining_text(count=500).split("\n\n"):
+        words = set(re.findall(r"[a-z]+", text.lower()))
+        tone = bool(words & positive)
+        assert words & (positive if tone else negative) and not words & (negative if tone else positive), text
+        assert any(text.strip().endswith(verdict) for verdict in verdicts[tone]), text
+        tones[tone] += 1
+    assert min(tones.values()) > 200  # both tones, about evenly
