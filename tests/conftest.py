@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import random
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from typer.testing import CliRunner
@@ -15,6 +17,14 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 POSITIVE = ["good", "great", "excellent", "lovely", "superb", "wonderful", "fun", "brilliant"]
 NEGATIVE = ["bad", "awful", "terrible", "boring", "dull", "poor", "weak", "horrible"]
 NEUTRAL = ["the", "film", "movie", "was", "really", "very", "plot", "acting", "and", "it", "a", "story"]
+
+
+def load_script(name: str) -> ModuleType:
+    """A module of scripts/ (not a package) by file name, e.g. load_script("demo_reviews")."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def make_sentences(n: int, seed: int) -> list[tuple[str, str]]:

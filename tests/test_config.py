@@ -144,13 +144,9 @@ print(heavy)
 
 
 def test_readme_reference_is_generated_from_the_schema() -> None:
-    import importlib.util
+    from tests.conftest import load_script
 
-    spec = importlib.util.spec_from_file_location(
-        "config_reference", REPO / "scripts" / "config_reference.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("config_reference")
     readme = (REPO / "README.md").read_text()
     block = readme.split(module.START, 1)[1].split(module.END, 1)[0]
     assert block.strip() == module.markdown().strip(), "run: python scripts/config_reference.py --write"

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+from tests.conftest import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -68,22 +69,15 @@ def test_random_init_keeps_the_network_and_tokenizer_and_redraws_the_weights(
     assert a[embeddings].shape == b[embeddings].shape and not (a[embeddings] == b[embeddings]).all()
 
 
-def demo_reviews():
-    spec = importlib.util.spec_from_file_location("demo_reviews", REPO / "scripts" / "demo_reviews.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_bundled_reviews_are_what_the_script_writes() -> None:
-    generator = demo_reviews()
+    generator = load_script("demo_reviews")
     bundled = (REPO / "configs" / "demo" / "data" / "reviews.txt").read_text(encoding="utf-8")
     assert bundled == generator.pretraining_text()
     assert bundled.count("\n\n") == generator.PRETRAINING_REVIEWS - 1
 
 
 def test_each_generated_review_has_one_tone_and_a_verdict_to_match() -> None:
-    generator = demo_reviews()
+    generator = load_script("demo_reviews")
     positive, negative = set(generator.POSITIVE), set(generator.NEGATIVE)
     assert not positive & negative
     verdicts = {tone: generator.VERDICTS[tone].split("|") for tone in (True, False)}
